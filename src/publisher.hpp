@@ -1,0 +1,125 @@
+// publisher.hpp: asynchronous, ordered, at-least-once JetStream publishing.
+//
+// Plain C++ (no Postgres headers). Used from exactly one thread, the owner
+// (the streaming worker's main thread). nats.c calls back on its own threads;
+// those callbacks only touch the mutex-guarded/atomic state below and write to
+// an eventfd the owner can wait on. They never call into Postgres.
+//
+// Delivery contract:
+//  * enqueue() assigns each message a position (1, 2, 3, ...), in call order.
+//  * Messages are sent in position order with their Nats-Msg-Id header, at most
+//    max_in_flight unacknowledged at once.
+//  * acked_through() is the highest position P such that every position <= P
+//    has been acknowledged by JetStream (a duplicate ack counts as success).
+//  * A message whose publish fails (timeout, no responders, stream error,
+//    disconnect) is sent again, in position order, after a back-off; nothing
+//    is ever skipped and acked_through() never passes an unacknowledged message.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace creek {
+
+struct StreamSettings {
+    bool file_storage = true;      // false: memory storage
+    int replicas = 1;
+    int64_t max_age_ms = 0;        // 0: unlimited
+    int64_t max_bytes = -1;        // -1: unlimited
+    int64_t duplicate_window_ms = 120000;
+};
+
+struct PublisherConfig {
+    std::string urls;              // comma-separated nats:// URLs
+    std::string connection_name;   // shown by the NATS server
+    // streams the publisher creates (if missing) before anything is sent:
+    // each pair is (stream name, subject filter), e.g. ("CREEK_db_wal", "CREEK.db.wal.>")
+    std::vector<std::pair<std::string, std::string>> streams;
+    StreamSettings stream_settings;
+    int max_in_flight = 1024;      // unacknowledged messages at once
+    int64_t ack_timeout_ms = 5000; // jsPubOptions.MaxWait
+    int64_t connect_timeout_ms = 2000;
+    int64_t retry_backoff_min_ms = 100;
+    int64_t retry_backoff_max_ms = 5000;
+};
+
+enum class NatsState { Disconnected, Connected, Reconnecting, Closed };
+const char *nats_state_name(NatsState s);
+
+// A request received on a service subscription (e.g. NS._schemas).
+struct ServiceRequest {
+    std::string subject;
+    std::string reply;   // empty when the sender expects no reply
+    std::string data;
+};
+
+class Publisher {
+public:
+    explicit Publisher(PublisherConfig cfg);
+    ~Publisher();        // destroys subscriptions, js context, connection
+    Publisher(const Publisher &) = delete;
+    Publisher &operator=(const Publisher &) = delete;
+
+    // Connects (if not connected) and ensures the configured streams exist.
+    // Returns true when ready to publish. Never throws for NATS errors: it
+    // returns false and sets last_error(). Call it again later to retry; it
+    // does not block longer than about connect_timeout_ms per call.
+    // All signals are blocked while nats.c may create threads.
+    bool ensure_ready();
+    bool ready() const;
+
+    // Appends a message to the send queue (copies data). Returns its position.
+    // Never blocks, never sends: pump() does that.
+    uint64_t enqueue(const std::string &subject, const std::string &msg_id,
+                     const void *data, size_t len);
+
+    // Sends queued messages while the in-flight window has room, applies the
+    // acknowledgements received so far, and schedules resends of failures.
+    // Never blocks for long (at most one short stall). Safe to call often.
+    void pump();
+
+    uint64_t last_position() const;   // last position handed out by enqueue()
+    uint64_t acked_through() const;   // see the contract above
+    size_t in_flight() const;         // sent, not yet acknowledged
+    size_t queued() const;            // enqueued, not yet sent (including resends)
+    // True when queued()+in_flight() < 2 * max_in_flight: the caller should
+    // stop producing (and wait on wakeup_fd()) while this is false.
+    bool has_room() const;
+
+    // A file descriptor (eventfd) that becomes readable when an ack or a
+    // connection event arrives. Call clear_wakeup() after waking.
+    int wakeup_fd() const;
+    void clear_wakeup();
+
+    // Service subscriptions (synchronous, polled by the owner thread).
+    bool subscribe(const std::string &subject);   // false + last_error() on failure
+    // Returns true and fills req when a request is waiting (never blocks).
+    bool next_request(ServiceRequest &req);
+    // Plain (core NATS) publish, used for replies. False on failure.
+    bool respond(const std::string &reply, const std::string &data);
+
+    NatsState state() const;
+    uint64_t messages_published() const;  // acknowledged messages
+    uint64_t bytes_published() const;     // payload bytes of acknowledged messages
+    uint64_t max_payload() const;         // server's max_payload, 0 when unknown
+
+    // The most recent error (empty when none since construction), and when it
+    // happened (microseconds since the Unix epoch). Errors are sticky: a later
+    // success does not clear them; error_generation() increments on each new one.
+    std::string last_error() const;
+    int64_t last_error_time_us() const;
+    uint64_t error_generation() const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace creek
