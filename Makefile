@@ -1,0 +1,26 @@
+# creek: PGXS build. C++17, linked against nats.c and avro-c.
+EXTENSION  = creek
+MODULE_big = creek
+DATA       = $(wildcard sql/creek--*.sql)
+PGFILEDESC = "creek - stream committed row changes to NATS JetStream as Avro"
+
+SRCS = src/module.cpp src/settings.cpp src/shmem.cpp src/stat_views.cpp \
+       src/launcher.cpp src/worker.cpp src/slot.cpp src/decoder.cpp \
+       src/encoder.cpp src/schema.cpp src/table_info.cpp src/type_map.cpp src/sql_api.cpp \
+       src/publisher.cpp src/fingerprint.cpp src/subjects.cpp src/json_text.cpp
+OBJS = $(SRCS:.cpp=.o)
+
+REGRESS      = setup add_remove stat_view errors
+REGRESS_OPTS = --inputdir=test/regress --outputdir=test/regress/out --load-extension=creek
+
+PG_CONFIG ?= pg_config
+PG_CXXFLAGS = -std=c++17 -Wno-register -fno-omit-frame-pointer -Wall -Wno-missing-field-initializers
+PG_CPPFLAGS = -Isrc
+SHLIB_LINK  = -lnats -lavro -lstdc++ -lpthread
+
+# Debian's PGXS would also compile C++ to LLVM bitcode with clang, without our
+# flags; creek has no use for JIT inlining of its code.
+override with_llvm := no
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

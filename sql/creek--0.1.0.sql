@@ -1,0 +1,69 @@
+-- creek 0.1.0: install script
+\echo Use "CREATE EXTENSION creek" to load this file. \quit
+
+-- The tables whose changes are published. A user catalog table, so that the
+-- streaming worker reads it with the historic snapshot of each decoded
+-- transaction: membership follows the WAL exactly, in commit order.
+CREATE TABLE creek.tables (
+    relid    regclass    PRIMARY KEY,
+    added_at timestamptz NOT NULL DEFAULT now()
+) WITH (user_catalog_table = true);
+SELECT pg_catalog.pg_extension_config_dump('creek.tables', '');
+
+-- Every Avro writer schema ever used, so that NS._schemas can serve it after a
+-- restart.
+CREATE TABLE creek.schemas (
+    fingerprint text        NOT NULL,
+    source      text        NOT NULL,
+    schema_json text        NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (fingerprint, source)
+);
+SELECT pg_catalog.pg_extension_config_dump('creek.schemas', '');
+
+CREATE FUNCTION creek.add_table(tbl regclass) RETURNS void
+LANGUAGE C STRICT AS 'MODULE_PATHNAME', 'creek_add_table';
+COMMENT ON FUNCTION creek.add_table(regclass) IS 'publish the committed changes of a table on NATS';
+
+CREATE FUNCTION creek.remove_table(tbl regclass) RETURNS void
+LANGUAGE C STRICT AS 'MODULE_PATHNAME', 'creek_remove_table';
+COMMENT ON FUNCTION creek.remove_table(regclass) IS 'stop publishing the changes of a table';
+
+CREATE FUNCTION creek._stat(
+    OUT datid oid, OUT datname name, OUT pid integer, OUT state text,
+    OUT nats_state text, OUT slot_name name, OUT last_decoded_lsn pg_lsn,
+    OUT confirmed_lsn pg_lsn, OUT messages_published bigint,
+    OUT bytes_published bigint, OUT messages_in_flight bigint,
+    OUT last_error text, OUT last_error_at timestamptz, OUT started_at timestamptz)
+RETURNS SETOF record
+LANGUAGE C STRICT AS 'MODULE_PATHNAME', 'creek_stat';
+
+CREATE VIEW creek.pg_stat_creek AS SELECT * FROM creek._stat();
+COMMENT ON VIEW creek.pg_stat_creek IS 'one row per database streaming worker';
+
+-- Asks the launcher to start this database's streaming worker now.
+CREATE FUNCTION creek._launch() RETURNS void
+LANGUAGE C STRICT AS 'MODULE_PATHNAME', 'creek_launch';
+
+-- A dropped table stops being published.
+CREATE FUNCTION creek._on_sql_drop() RETURNS event_trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM creek.tables t
+     USING pg_catalog.pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_catalog.pg_class'::regclass
+       AND d.objsubid = 0
+       AND d.objid = t.relid::oid;
+END
+$$;
+CREATE EVENT TRIGGER creek_sql_drop ON sql_drop
+    EXECUTE FUNCTION creek._on_sql_drop();
+
+REVOKE ALL ON ALL TABLES IN SCHEMA creek FROM PUBLIC;
+REVOKE ALL ON FUNCTION creek.add_table(regclass), creek.remove_table(regclass),
+    creek._stat(), creek._launch(), creek._on_sql_drop() FROM PUBLIC;
+GRANT USAGE ON SCHEMA creek TO pg_monitor;
+GRANT SELECT ON creek.pg_stat_creek TO pg_monitor;
+GRANT EXECUTE ON FUNCTION creek._stat() TO pg_monitor;
+
+SELECT creek._launch();

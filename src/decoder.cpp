@@ -1,0 +1,351 @@
+// decoder.cpp: creek's logical decoding output plugin. It runs only inside the
+// streaming worker: each committed change of a published table becomes one
+// Avro message handed to the publisher, in commit order.
+//
+// The callbacks are C functions called by the reorder buffer, which catches
+// Postgres errors with PG_TRY. Their frames hold no C++ objects with
+// destructors while Postgres functions run; C++ exceptions are caught here and
+// turned into ereport(ERROR).
+#define CREEK_PG
+#include "stream_state.hpp"
+
+#include <cstdio>
+#include <ctime>
+#include <stdexcept>
+
+
+#include "table_info.hpp"
+
+CreekStream *creek_stream = nullptr;
+
+static const int64 kUnixToPgMicros = INT64CONST(946684800000000);
+
+enum CreekOp { OP_C = 0, OP_U = 1, OP_U_PK = 2, OP_D = 3, OP_T = 4, OP_R = 5 };
+
+extern "C" {
+PGDLLEXPORT void _PG_output_plugin_init(OutputPluginCallbacks *cb);
+}
+
+static std::string rfc3339_now()
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char buf[64];
+    snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000);
+    return buf;
+}
+
+// Reads creek.tables with the current (historic) snapshot.
+static void load_membership(CreekStream *st)
+{
+    st->published.clear();
+    st->tables_relid = InvalidOid;
+    Oid nsp = get_namespace_oid("creek", true);
+    if (OidIsValid(nsp))
+        st->tables_relid = get_relname_relid("tables", nsp);
+    if (OidIsValid(st->tables_relid)) {
+        Relation rel = table_open(st->tables_relid, AccessShareLock);
+        SysScanDesc scan = systable_beginscan(rel, InvalidOid, false, nullptr, 0, nullptr);
+        HeapTuple tup;
+        while ((tup = systable_getnext(scan)) != nullptr) {
+            bool isnull;
+            Datum d = heap_getattr(tup, 1, RelationGetDescr(rel), &isnull);
+            if (!isnull)
+                st->published.insert(DatumGetObjectId(d));
+        }
+        systable_endscan(scan);
+        table_close(rel, AccessShareLock);
+    }
+    st->membership_valid = true;
+}
+
+// Pure C++ part of a schema rebuild: build, register, announce.
+static void adopt_schema(CreekStream *st, CreekTable *t)
+{
+    t->schema = creek::build_writer_schema(t->info);
+    t->source = t->info.schema_name + "." + t->info.table_name;
+    t->wal_subject = st->subjects->wal(t->info.schema_name, t->info.table_name);
+    t->schema_subject = st->subjects->schema(t->info.schema_name, t->info.table_name);
+    const std::string &fp = t->schema.fingerprint_b64;
+    if (!st->known_schemas.count(fp)) {
+        std::string created = rfc3339_now();
+        st->known_schemas[fp] = creek::schema_message_json(fp, t->schema.json, t->source, created);
+        st->to_store.push_back({fp, t->source, t->schema.json, created});
+    }
+    std::string key = fp + "/" + t->source;
+    if (!st->announced.count(key)) {
+        const std::string &msg = st->known_schemas[fp];
+        st->pub->enqueue(t->schema_subject, "schema/" + key, msg.data(), msg.size());
+        st->announced.insert(key);
+    }
+}
+
+static void rebuild_table(CreekStream *st, CreekTable *t, Relation rel)
+{
+    creek_read_table_info(rel, &t->info);
+    t->pk_cols.clear();
+    Bitmapset *pk = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
+    for (size_t i = 0; i < t->info.columns.size(); i++)
+        if (pk && bms_is_member(t->info.columns[i].attnum - FirstLowInvalidHeapAttributeNumber, pk))
+            t->pk_cols.push_back(static_cast<int>(i));
+    if (t->codecs)
+        pfree(t->codecs);
+    t->codecs = creek_prepare_codecs(t->info, st->schema_cxt);
+    t->all_cols.clear();
+    for (size_t i = 0; i < t->info.columns.size(); i++)
+        t->all_cols.push_back(static_cast<int>(i));
+    adopt_schema(st, t);
+    t->stale = false;
+}
+
+static CreekTable *get_table(CreekStream *st, Relation rel)
+{
+    Oid relid = RelationGetRelid(rel);
+    auto it = st->tables.find(relid);
+    if (it == st->tables.end()) {
+        it = st->tables.emplace(relid, CreekTable()).first;
+        it->second.relid = relid;
+    }
+    CreekTable *t = &it->second;
+    if (t->stale)
+        rebuild_table(st, t, rel);
+    return t;
+}
+
+// Do old and new tuples differ in any of cols?
+static bool columns_differ(const CreekTable *t, const std::vector<int> &cols, TupleDesc desc,
+                           HeapTuple a, HeapTuple b)
+{
+    for (int idx : cols) {
+        int attnum = t->info.columns[idx].attnum;
+        Form_pg_attribute att = TupleDescAttr(desc, attnum - 1);
+        bool na, nb;
+        Datum da = heap_getattr(a, attnum, desc, &na);
+        Datum db = heap_getattr(b, attnum, desc, &nb);
+        if (na != nb)
+            return true;
+        if (na)
+            continue;
+        if (!datum_image_eq(da, db, att->attbyval, att->attlen))
+            return true;
+    }
+    return false;
+}
+
+static void emit(CreekStream *st, CreekTable *t, int op, XLogRecPtr lsn, TupleDesc desc,
+                 HeapTuple before, HeapTuple after)
+{
+    creek::AvroWriter *w = &st->writer;
+    char lsn_text[32], msg_id[64];
+    snprintf(lsn_text, sizeof lsn_text, "%X/%X", LSN_FORMAT_ARGS(lsn));
+    snprintf(msg_id, sizeof msg_id, "%s/%u", st->txn_commit_lsn_text, st->txn_index++);
+
+    w->clear();
+    w->put_raw(t->schema.header.data(), t->schema.header.size());
+    w->put_string(t->schema.fingerprint_b64);
+    w->put_string(st->producer_name);
+    w->put_long(st->txn_commit_unix_us);
+    w->put_string(st->db_name);
+    w->put_string(t->info.schema_name);
+    w->put_string(t->info.table_name);
+    w->put_long(st->txn_full_xid);
+    w->put_string(st->txn_commit_lsn_text, strlen(st->txn_commit_lsn_text));
+    w->put_string(lsn_text, strlen(lsn_text));
+    w->put_enum(op);
+    w->put_long(GetCurrentTimestamp() + kUnixToPgMicros);
+    if (before) {
+        w->put_union_branch(1);
+        creek_encode_record(w, t->info, t->codecs, t->schema.before_cols, desc, before);
+    } else {
+        w->put_union_branch(0);
+    }
+    if (after) {
+        w->put_union_branch(1);
+        creek_encode_record(w, t->info, t->codecs, t->all_cols, desc, after);
+    } else {
+        w->put_union_branch(0);
+    }
+    st->pub->enqueue(t->wal_subject, msg_id, w->data().data(), w->size());
+    st->last_decoded_lsn = lsn;
+}
+
+static void change_impl(CreekStream *st, Relation rel, ReorderBufferChange *change)
+{
+    Oid relid = RelationGetRelid(rel);
+    if (st->membership_valid && relid == st->tables_relid) {
+        st->membership_valid = false;  // creek.add_table/remove_table: reread
+        return;
+    }
+    if (!st->membership_valid)
+        load_membership(st);
+    if (relid == st->tables_relid || !st->published.count(relid))
+        return;
+
+    CreekTable *t = get_table(st, rel);
+    TupleDesc desc = RelationGetDescr(rel);
+    HeapTuple oldt = change->data.tp.oldtuple ? &change->data.tp.oldtuple->tuple : nullptr;
+    HeapTuple newt = change->data.tp.newtuple ? &change->data.tp.newtuple->tuple : nullptr;
+
+    switch (change->action) {
+    case REORDER_BUFFER_CHANGE_INSERT:
+        emit(st, t, OP_C, change->lsn, desc, nullptr, newt);
+        break;
+    case REORDER_BUFFER_CHANGE_UPDATE: {
+        int op = OP_U;
+        HeapTuple before = oldt;
+        if (t->schema.before_is_row) {
+            if (oldt && newt && columns_differ(t, t->pk_cols, desc, oldt, newt))
+                op = OP_U_PK;
+        } else if (oldt && newt) {
+            if (columns_differ(t, t->schema.before_cols, desc, oldt, newt))
+                op = OP_U_PK;
+        } else if (!t->schema.before_cols.empty()) {
+            before = newt;  // key unchanged: the new tuple holds it
+        }
+        emit(st, t, op, change->lsn, desc, before, newt);
+        break;
+    }
+    case REORDER_BUFFER_CHANGE_DELETE:
+        emit(st, t, OP_D, change->lsn, desc, oldt, nullptr);
+        break;
+    default:
+        break;
+    }
+}
+
+// Runs fn; a C++ exception becomes a Postgres ERROR after the catch block.
+#define CREEK_GUARD(stmt)                                                              \
+    do {                                                                               \
+        char creek_err_[256];                                                          \
+        bool creek_failed_ = false;                                                    \
+        try {                                                                          \
+            stmt;                                                                      \
+        } catch (const std::exception &e) {                                            \
+            creek_failed_ = true;                                                      \
+            strlcpy(creek_err_, e.what(), sizeof creek_err_);                          \
+        } catch (...) {                                                                \
+            creek_failed_ = true;                                                      \
+            strlcpy(creek_err_, "unknown C++ exception", sizeof creek_err_);           \
+        }                                                                              \
+        if (creek_failed_)                                                             \
+            ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),                           \
+                            errmsg("creek could not encode a change: %s", creek_err_))); \
+    } while (0)
+
+static void startup_cb(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
+{
+    if (creek_stream == nullptr)
+        ereport(ERROR,
+                (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                 errmsg("the creek output plugin can only be used by creek's streaming worker"),
+                 errdetail("creek publishes changes to NATS itself; its plugin produces no output for SQL or replication clients."),
+                 errhint("Use creek.add_table() to publish a table and read its changes from NATS.")));
+    opt->output_type = OUTPUT_PLUGIN_BINARY_OUTPUT;
+    opt->receive_rewrites = false;
+    ctx->output_plugin_private = creek_stream;
+}
+
+static void shutdown_cb(LogicalDecodingContext *ctx) {}
+
+static void begin_cb(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
+{
+    CreekStream *st = static_cast<CreekStream *>(ctx->output_plugin_private);
+    st->txn_commit_lsn = txn->final_lsn;
+    st->txn_end_lsn = txn->end_lsn;
+    st->txn_commit_unix_us = txn->xact_time.commit_time + kUnixToPgMicros;
+    st->txn_index = 0;
+    snprintf(st->txn_commit_lsn_text, sizeof st->txn_commit_lsn_text, "%X/%X",
+             LSN_FORMAT_ARGS(txn->final_lsn));
+    // 64-bit id as txid_current() reports it: the xid is older than the next one.
+    FullTransactionId next = ReadNextFullTransactionId();
+    uint32 epoch = EpochFromFullTransactionId(next);
+    if (txn->xid > XidFromFullTransactionId(next))
+        epoch--;
+    st->txn_full_xid = ((int64) epoch << 32) | txn->xid;
+}
+
+static void change_cb(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
+                      ReorderBufferChange *change)
+{
+    CreekStream *st = static_cast<CreekStream *>(ctx->output_plugin_private);
+    MemoryContext old = MemoryContextSwitchTo(st->change_cxt);
+    CREEK_GUARD(change_impl(st, rel, change));
+    MemoryContextSwitchTo(old);
+    MemoryContextReset(st->change_cxt);
+    creek_wait_for_room();
+}
+
+static void truncate_impl(CreekStream *st, int nrelations, Relation relations[],
+                          ReorderBufferChange *change)
+{
+    if (!st->membership_valid)
+        load_membership(st);
+    for (int i = 0; i < nrelations; i++) {
+        Oid relid = RelationGetRelid(relations[i]);
+        if (relid == st->tables_relid) {
+            st->membership_valid = false;
+            continue;
+        }
+        if (!st->published.count(relid))
+            continue;
+        CreekTable *t = get_table(st, relations[i]);
+        emit(st, t, OP_T, change->lsn, RelationGetDescr(relations[i]), nullptr, nullptr);
+    }
+}
+
+static void truncate_cb(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, int nrelations,
+                        Relation relations[], ReorderBufferChange *change)
+{
+    CreekStream *st = static_cast<CreekStream *>(ctx->output_plugin_private);
+    MemoryContext old = MemoryContextSwitchTo(st->change_cxt);
+    CREEK_GUARD(truncate_impl(st, nrelations, relations, change));
+    MemoryContextSwitchTo(old);
+    MemoryContextReset(st->change_cxt);
+    creek_wait_for_room();
+}
+
+static void commit_impl(CreekStream *st, ReorderBufferTXN *txn)
+{
+    uint64_t last = st->pub->last_position();
+    // Transactions that published nothing new merge into the previous entry.
+    if (!st->pending.empty() && st->pending.back().last_position == last)
+        st->pending.back().end_lsn = txn->end_lsn;
+    else
+        st->pending.push_back({last, txn->end_lsn});
+}
+
+static void commit_cb(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr commit_lsn)
+{
+    CreekStream *st = static_cast<CreekStream *>(ctx->output_plugin_private);
+    CREEK_GUARD(commit_impl(st, txn));
+}
+
+void _PG_output_plugin_init(OutputPluginCallbacks *cb)
+{
+    cb->startup_cb = startup_cb;
+    cb->begin_cb = begin_cb;
+    cb->change_cb = change_cb;
+    cb->truncate_cb = truncate_cb;
+    cb->commit_cb = commit_cb;
+    cb->shutdown_cb = shutdown_cb;
+}
+
+// Relcache invalidation: the table's definition may have changed.
+void creek_relcache_invalidate(Datum arg, Oid relid)
+{
+    CreekStream *st = creek_stream;
+    if (st == nullptr)
+        return;
+    if (!OidIsValid(relid)) {
+        for (auto &kv : st->tables)
+            kv.second.stale = true;
+        st->membership_valid = false;
+        return;
+    }
+    auto it = st->tables.find(relid);
+    if (it != st->tables.end())
+        it->second.stale = true;
+}

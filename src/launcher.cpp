@@ -1,0 +1,133 @@
+// launcher.cpp: the launcher background worker. At server start it starts a
+// worker for every database (a worker exits at once where creek is not
+// installed); afterwards it starts workers on request (CREATE EXTENSION).
+#include "pg.hpp"
+
+#include <cstdio>
+
+
+#include "launcher.hpp"
+#include "shmem.hpp"
+
+extern "C" {
+PGDLLEXPORT void creek_launcher_main(Datum arg);
+}
+
+#define MAX_PENDING 256
+
+typedef struct PendingLaunch {
+    Oid dboid;
+    bool wait_for_extension;
+    int tries;
+} PendingLaunch;
+
+static PendingLaunch pending[MAX_PENDING];
+static int npending = 0;
+
+static void add_pending(Oid dboid, bool wait)
+{
+    for (int i = 0; i < npending; i++)
+        if (pending[i].dboid == dboid) {
+            pending[i].wait_for_extension |= wait;
+            pending[i].tries = 0;
+            return;
+        }
+    if (npending < MAX_PENDING)
+        pending[npending++] = {dboid, wait, 0};
+}
+
+bool creek_start_worker(Oid dboid, bool wait_for_extension)
+{
+    BackgroundWorker w;
+    BackgroundWorkerHandle *handle;
+    memset(&w, 0, sizeof w);
+    w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+    w.bgw_start_time = BgWorkerStart_RecoveryFinished;
+    w.bgw_restart_time = 5;
+    snprintf(w.bgw_library_name, BGW_MAXLEN, "creek");
+    snprintf(w.bgw_function_name, BGW_MAXLEN, "creek_worker_main");
+    snprintf(w.bgw_name, BGW_MAXLEN, "creek worker for database %u", dboid);
+    snprintf(w.bgw_type, BGW_MAXLEN, "creek worker");
+    w.bgw_main_arg = ObjectIdGetDatum(dboid);
+    w.bgw_extra[0] = wait_for_extension ? 'w' : 'p';
+    w.bgw_notify_pid = 0;
+    return RegisterDynamicBackgroundWorker(&w, &handle);
+}
+
+void creek_register_launcher()
+{
+    BackgroundWorker w;
+    memset(&w, 0, sizeof w);
+    w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+    w.bgw_start_time = BgWorkerStart_RecoveryFinished;
+    w.bgw_restart_time = 10;
+    snprintf(w.bgw_library_name, BGW_MAXLEN, "creek");
+    snprintf(w.bgw_function_name, BGW_MAXLEN, "creek_launcher_main");
+    snprintf(w.bgw_name, BGW_MAXLEN, "creek launcher");
+    snprintf(w.bgw_type, BGW_MAXLEN, "creek launcher");
+    RegisterBackgroundWorker(&w);
+}
+
+static void probe_all_databases()
+{
+    StartTransactionCommand();
+    Relation rel = table_open(DatabaseRelationId, AccessShareLock);
+    TableScanDesc scan = table_beginscan_catalog(rel, 0, nullptr);
+    HeapTuple tup;
+    while ((tup = heap_getnext(scan, ForwardScanDirection)) != nullptr) {
+        Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+        if (db->datallowconn && !db->datistemplate)
+            add_pending(db->oid, false);
+    }
+    table_endscan(scan);
+    table_close(rel, AccessShareLock);
+    CommitTransactionCommand();
+}
+
+void creek_launcher_main(Datum arg)
+{
+    pqsignal(SIGHUP, SignalHandlerForConfigReload);
+    pqsignal(SIGTERM, die);
+    BackgroundWorkerUnblockSignals();
+    BackgroundWorkerInitializeConnection(nullptr, nullptr, 0);
+
+    SpinLockAcquire(&creek_shared->mutex);
+    creek_shared->launcher_pid = MyProcPid;
+    creek_shared->launcher_latch = MyLatch;
+    SpinLockRelease(&creek_shared->mutex);
+
+    probe_all_databases();
+
+    for (;;) {
+        Oid req[CREEK_MAX_REQUESTS];
+        int n = creek_take_requests(req, CREEK_MAX_REQUESTS);
+        for (int i = 0; i < n; i++)
+            add_pending(req[i], true);
+
+        // Start what can be started; a database whose old worker still runs
+        // (DROP and CREATE EXTENSION in quick succession) waits for it to exit.
+        int kept = 0;
+        for (int i = 0; i < npending; i++) {
+            PendingLaunch p = pending[i];
+            bool busy;
+            SpinLockAcquire(&creek_shared->mutex);
+            busy = creek_find_db(p.dboid) != nullptr;
+            SpinLockRelease(&creek_shared->mutex);
+            bool done = false;
+            if (!busy || !p.wait_for_extension)
+                done = busy || creek_start_worker(p.dboid, p.wait_for_extension);
+            if (!done && ++p.tries < 120)
+                pending[kept++] = p;
+        }
+        npending = kept;
+
+        (void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+                         npending > 0 ? 1000 : 60000, PG_WAIT_EXTENSION);
+        ResetLatch(MyLatch);
+        CHECK_FOR_INTERRUPTS();
+        if (ConfigReloadPending) {
+            ConfigReloadPending = false;
+            ProcessConfigFile(PGC_SIGHUP);
+        }
+    }
+}

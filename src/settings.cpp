@@ -1,0 +1,90 @@
+// settings.cpp: defines the creek.* configuration parameters.
+#include "pg.hpp"
+#include "settings.hpp"
+
+extern "C" {
+char *creek_nats_url = nullptr;
+char *creek_namespace = nullptr;
+char *creek_producer_name = nullptr;
+int creek_max_in_flight = 4096;
+int creek_ack_timeout_ms = 5000;
+int creek_max_databases = 16;
+int creek_stream_storage = 0;
+int creek_stream_replicas = 1;
+int creek_stream_max_age_s = 0;
+int creek_stream_duplicate_window_s = 120;
+}
+
+static const struct config_enum_entry storage_options[] = {
+    {"file", 0, false},
+    {"memory", 1, false},
+    {nullptr, 0, false},
+};
+
+// A NATS subject token may not hold '.', '*', '>', white space or be empty.
+static bool check_namespace(char **newval, void **extra, GucSource source)
+{
+    const char *s = *newval;
+    if (s == nullptr || *s == '\0') {
+        GUC_check_errdetail("creek.namespace must not be empty.");
+        return false;
+    }
+    for (const char *p = s; *p; p++) {
+        unsigned char c = static_cast<unsigned char>(*p);
+        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == '-';
+        if (!ok) {
+            GUC_check_errdetail("creek.namespace may hold only letters, digits, \"_\" and \"-\".");
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool check_nats_url(char **newval, void **extra, GucSource source)
+{
+    const char *s = *newval;
+    if (s == nullptr || *s == '\0') {
+        GUC_check_errdetail("creek.nats_url must name at least one NATS server.");
+        return false;
+    }
+    return true;
+}
+
+void creek_define_settings()
+{
+    DefineCustomStringVariable(
+        "creek.nats_url", "NATS servers to publish to (comma-separated URLs).", nullptr,
+        &creek_nats_url, "nats://127.0.0.1:4222", PGC_SIGHUP, 0, check_nats_url, nullptr, nullptr);
+    DefineCustomStringVariable(
+        "creek.namespace", "First token of every subject and prefix of every stream name.",
+        nullptr, &creek_namespace, "CREEK", PGC_SIGHUP, 0, check_namespace, nullptr, nullptr);
+    DefineCustomStringVariable(
+        "creek.producer_name", "Producer name written in every message's source.name.", nullptr,
+        &creek_producer_name, "creek", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable(
+        "creek.max_in_flight", "Messages sent to JetStream and not yet acknowledged, at most.",
+        nullptr, &creek_max_in_flight, 4096, 1, 1000000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable(
+        "creek.ack_timeout", "How long to wait for a JetStream acknowledgement before resending.",
+        nullptr, &creek_ack_timeout_ms, 5000, 100, 600000, PGC_SIGHUP, GUC_UNIT_MS, nullptr,
+        nullptr, nullptr);
+    DefineCustomIntVariable(
+        "creek.max_databases", "Databases that can stream at once (shared memory slots).",
+        nullptr, &creek_max_databases, 16, 1, 1024, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+    DefineCustomEnumVariable(
+        "creek.stream_storage", "Storage of the JetStream streams creek creates.", nullptr,
+        &creek_stream_storage, 0, storage_options, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable(
+        "creek.stream_replicas", "Replicas of the JetStream streams creek creates.", nullptr,
+        &creek_stream_replicas, 1, 1, 5, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable(
+        "creek.stream_max_age", "Maximum age of messages in the streams creek creates (0: no limit).",
+        nullptr, &creek_stream_max_age_s, 0, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr,
+        nullptr);
+    DefineCustomIntVariable(
+        "creek.stream_duplicate_window", "Duplicate window of the streams creek creates.", nullptr,
+        &creek_stream_duplicate_window_s, 120, 1, 86400, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr,
+        nullptr);
+    MarkGUCPrefixReserved("creek");
+}

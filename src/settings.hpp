@@ -1,0 +1,18 @@
+// settings.hpp: creek.* configuration parameters (GUCs).
+#pragma once
+
+extern "C" {
+extern char *creek_nats_url;
+extern char *creek_namespace;
+extern char *creek_producer_name;
+extern int creek_max_in_flight;
+extern int creek_ack_timeout_ms;
+extern int creek_max_databases;
+extern int creek_stream_storage;      // 0 file, 1 memory
+extern int creek_stream_replicas;
+extern int creek_stream_max_age_s;    // 0: unlimited
+extern int creek_stream_duplicate_window_s;
+}
+
+// Defines every creek.* setting; called from _PG_init.
+void creek_define_settings();

@@ -1,0 +1,61 @@
+// shmem.hpp: creek's shared memory: the launcher's request queue and one status
+// entry per streaming database (what creek.pg_stat_creek shows).
+#pragma once
+
+#include "pg.hpp"
+
+#define CREEK_ERROR_LEN 512
+#define CREEK_MAX_REQUESTS 64
+
+typedef struct CreekDbEntry {
+    slock_t mutex;              // protects the non-atomic fields
+    bool in_use;
+    Oid dboid;
+    int pid;
+    Latch *latch;
+    char state[32];
+    char nats_state[32];
+    char slot_name[NAMEDATALEN];
+    char last_error[CREEK_ERROR_LEN];
+    TimestampTz last_error_at;
+    TimestampTz started_at;
+    bool drop_requested;        // the extension is being dropped: check now
+    // written by the owning worker only
+    pg_atomic_uint64 last_decoded_lsn;
+    pg_atomic_uint64 confirmed_lsn;
+    pg_atomic_uint64 messages;
+    pg_atomic_uint64 bytes;
+    pg_atomic_uint64 in_flight;
+} CreekDbEntry;
+
+typedef struct CreekShared {
+    slock_t mutex;
+    int launcher_pid;
+    Latch *launcher_latch;
+    int nrequests;
+    Oid requests[CREEK_MAX_REQUESTS];
+    int ndbs;
+    CreekDbEntry dbs[FLEXIBLE_ARRAY_MEMBER];
+} CreekShared;
+
+extern CreekShared *creek_shared;
+
+// Installs shmem_request_hook and shmem_startup_hook (from _PG_init).
+void creek_shmem_install_hooks();
+
+// Claims the entry for a database in the calling worker; NULL when another
+// live worker already streams it or no entry is free.
+CreekDbEntry *creek_claim_db(Oid dboid);
+// Releases the entry (on worker exit). Unless forget, the entry keeps the
+// database and its last error, shown as "restarting" until a worker claims it.
+void creek_release_db(CreekDbEntry *e, bool forget);
+CreekDbEntry *creek_find_db(Oid dboid);
+
+void creek_set_state(CreekDbEntry *e, const char *state);
+void creek_set_nats_state(CreekDbEntry *e, const char *state);
+void creek_set_error(CreekDbEntry *e, const char *msg);
+
+// Queues a request to start the worker of a database and wakes the launcher.
+bool creek_request_launch(Oid dboid);
+// Takes every queued request (launcher side); returns how many.
+int creek_take_requests(Oid *out, int max);

@@ -1,0 +1,81 @@
+// slot.cpp: creating, opening and dropping the worker's logical slot.
+#include "slot.hpp"
+
+#include <cstdio>
+
+static XLogReaderRoutine *creek_xlog_routine()
+{
+    // XL_ROUTINE() is a C compound literal; set the fields one by one.
+    static XLogReaderRoutine routine;
+    routine.page_read = read_local_xlog_page;
+    routine.segment_open = wal_segment_open;
+    routine.segment_close = wal_segment_close;
+    return &routine;
+}
+
+// creek's plugin writes nothing through the output plugin writer interface.
+static void prepare_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid, bool last) {}
+static void do_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid, bool last) {}
+
+void creek_slot_name(Oid dboid, char *out, size_t len)
+{
+    snprintf(out, len, "creek_%u", dboid);
+}
+
+bool creek_slot_ready(const char *name)
+{
+    bool ready = false;
+    LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+    ReplicationSlot *s = SearchNamedReplicationSlot(name, false);
+    if (s != nullptr) {
+        SpinLockAcquire(&s->mutex);
+        ready = s->data.persistency == RS_PERSISTENT && s->data.database == MyDatabaseId;
+        SpinLockRelease(&s->mutex);
+    }
+    LWLockRelease(ReplicationSlotControlLock);
+    return ready;
+}
+
+void creek_slot_create(const char *name)
+{
+    CheckLogicalDecodingRequirements();
+    ReplicationSlotCreate(name, true, RS_EPHEMERAL, false);
+    LogicalDecodingContext *ctx = CreateInitDecodingContext(
+        "creek", NIL, false, InvalidXLogRecPtr, creek_xlog_routine(), prepare_write, do_write, nullptr);
+    DecodingContextFindStartpoint(ctx);
+    FreeDecodingContext(ctx);
+    ReplicationSlotPersist();
+    ReplicationSlotRelease();
+}
+
+LogicalDecodingContext *creek_slot_open(const char *name)
+{
+    ReplicationSlotAcquire(name, true);
+    if (XLogRecPtrIsInvalid(MyReplicationSlot->data.restart_lsn))
+        ereport(ERROR,
+                (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                 errmsg("replication slot \"%s\" has been invalidated", name),
+                 errdetail("The WAL it needed was removed (max_slot_wal_keep_size); changes since its last confirmed position cannot be streamed."),
+                 errhint("Drop the slot with pg_drop_replication_slot('%s'); creek creates a new one and streams from then on. Take snapshots of the published tables to resynchronize consumers.", name)));
+    LogicalDecodingContext *ctx = CreateDecodingContext(
+        InvalidXLogRecPtr, NIL, false, creek_xlog_routine(), prepare_write, do_write, nullptr);
+    XLogBeginRead(ctx->reader, MyReplicationSlot->data.restart_lsn);
+    return ctx;
+}
+
+void creek_slot_drop(LogicalDecodingContext *ctx, const char *name)
+{
+    if (ctx)
+        FreeDecodingContext(ctx);
+    if (MyReplicationSlot)
+        ReplicationSlotRelease();
+    ReplicationSlotDrop(name, true);
+}
+
+void creek_slot_save()
+{
+    if (MyReplicationSlot == nullptr)
+        return;
+    ReplicationSlotMarkDirty();
+    ReplicationSlotSave();
+}

@@ -1,0 +1,17 @@
+// slot.hpp: the worker's persistent logical replication slot.
+#pragma once
+
+#include "pg.hpp"
+
+// "creek_<database oid>"
+void creek_slot_name(Oid dboid, char *out, size_t len);
+// Is there a persistent (fully created) slot of that name?
+bool creek_slot_ready(const char *name);
+// Creates the slot with creek's output plugin (waits for a consistent point).
+void creek_slot_create(const char *name);
+// Acquires the slot and returns a decoding context reading from its restart_lsn.
+LogicalDecodingContext *creek_slot_open(const char *name);
+// Frees ctx, releases and drops the slot.
+void creek_slot_drop(LogicalDecodingContext *ctx, const char *name);
+// Persists the slot's confirmed position (cheap when nothing changed).
+void creek_slot_save();

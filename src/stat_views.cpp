@@ -1,0 +1,78 @@
+// stat_views.cpp: the set-returning functions behind creek's status views, and
+// creek._launch().
+#include "pg.hpp"
+
+#include "shmem.hpp"
+
+extern "C" {
+PG_FUNCTION_INFO_V1(creek_stat);
+PG_FUNCTION_INFO_V1(creek_launch);
+}
+
+static void require_shared()
+{
+    if (creek_shared == nullptr)
+        ereport(ERROR,
+                (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                 errmsg("creek is not loaded"),
+                 errdetail("creek runs its workers only when loaded at server start."),
+                 errhint("Add creek to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
+extern "C" Datum creek_stat(PG_FUNCTION_ARGS)
+{
+    ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+    require_shared();
+    InitMaterializedSRF(fcinfo, 0);
+
+    for (int i = 0; i < creek_shared->ndbs; i++) {
+        CreekDbEntry *e = &creek_shared->dbs[i];
+        CreekDbEntry copy;
+        SpinLockAcquire(&e->mutex);
+        memcpy(&copy, e, offsetof(CreekDbEntry, last_decoded_lsn));
+        SpinLockRelease(&e->mutex);
+        if (copy.dboid == InvalidOid)
+            continue;
+        Datum values[14];
+        bool nulls[14] = {false};
+        char *datname = get_database_name(copy.dboid);
+        values[0] = ObjectIdGetDatum(copy.dboid);
+        if (datname)
+            values[1] = CStringGetDatum(datname);
+        else
+            nulls[1] = true;
+        values[1] = datname ? DirectFunctionCall1(namein, CStringGetDatum(datname)) : (Datum) 0;
+        values[2] = Int32GetDatum(copy.pid);
+        nulls[2] = copy.pid == 0;
+        values[3] = CStringGetTextDatum(copy.state);
+        values[4] = CStringGetTextDatum(copy.nats_state);
+        values[5] = DirectFunctionCall1(namein, CStringGetDatum(copy.slot_name));
+        nulls[5] = copy.slot_name[0] == '\0';
+        uint64 decoded = pg_atomic_read_u64(&e->last_decoded_lsn);
+        uint64 confirmed = pg_atomic_read_u64(&e->confirmed_lsn);
+        values[6] = LSNGetDatum(decoded);
+        nulls[6] = decoded == 0;
+        values[7] = LSNGetDatum(confirmed);
+        nulls[7] = confirmed == 0;
+        values[8] = Int64GetDatum((int64) pg_atomic_read_u64(&e->messages));
+        values[9] = Int64GetDatum((int64) pg_atomic_read_u64(&e->bytes));
+        values[10] = Int64GetDatum((int64) pg_atomic_read_u64(&e->in_flight));
+        values[11] = CStringGetTextDatum(copy.last_error);
+        nulls[11] = copy.last_error[0] == '\0';
+        values[12] = TimestampTzGetDatum(copy.last_error_at);
+        nulls[12] = copy.last_error_at == 0;
+        values[13] = TimestampTzGetDatum(copy.started_at);
+        nulls[13] = copy.started_at == 0;
+        tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+    }
+    return (Datum) 0;
+}
+
+extern "C" Datum creek_launch(PG_FUNCTION_ARGS)
+{
+    require_shared();
+    if (!creek_request_launch(MyDatabaseId))
+        ereport(WARNING, (errmsg("creek could not queue a request to start this database's worker"),
+                          errhint("The launcher starts it at the next server start.")));
+    PG_RETURN_VOID();
+}

@@ -1,0 +1,86 @@
+// stream_state.hpp: everything the streaming worker and its output plugin
+// callbacks share. One instance per worker process, created by worker.cpp and
+// reached through creek_stream (a plain pointer: no static destructors).
+#pragma once
+
+#include <deque>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "pg.hpp"
+#include "avro_writer.hpp"
+#include "encoder.hpp"
+#include "publisher.hpp"
+#include "schema.hpp"
+#include "shmem.hpp"
+#include "subjects.hpp"
+
+// The current schema of one published table.
+struct CreekTable {
+    Oid relid = InvalidOid;
+    bool stale = true;                 // rebuild from the catalog before next use
+    creek::TableInfo info;
+    creek::WriterSchema schema;
+    CreekColumnCodec *codecs = nullptr;   // palloc'd in the worker's schema context
+    std::string wal_subject, schema_subject, source;  // source: "schema.table"
+    std::vector<int> all_cols;         // every column: the row record
+    std::vector<int> pk_cols;          // primary key columns (to tell u from u_pk with FULL)
+};
+
+// A schema that must be stored in creek.schemas.
+struct CreekSchemaToStore {
+    std::string fingerprint, source, json, created_at;
+};
+
+// A decoded transaction whose messages are not all acknowledged yet.
+struct CreekPendingTxn {
+    uint64_t last_position;   // publisher position of its last message
+    XLogRecPtr end_lsn;       // confirm this once last_position is acknowledged
+};
+
+struct CreekStream {
+    CreekDbEntry *entry = nullptr;
+    creek::Publisher *pub = nullptr;
+    creek::Subjects *subjects = nullptr;
+    creek::AvroWriter writer;
+    std::string db_name, producer_name;
+    MemoryContext schema_cxt = nullptr;   // codecs
+    MemoryContext change_cxt = nullptr;   // reset after every change
+
+    // membership, read from creek.tables with the historic snapshot
+    bool membership_valid = false;
+    Oid tables_relid = InvalidOid;
+    std::unordered_set<Oid> published;
+    std::unordered_map<Oid, CreekTable> tables;
+
+    // schemas: fingerprint -> schema message JSON (served on NS._schemas)
+    std::unordered_map<std::string, std::string> known_schemas;
+    std::unordered_set<std::string> announced;   // "fp/source" published this session
+    std::vector<CreekSchemaToStore> to_store;
+
+    // current transaction (between begin and commit callbacks)
+    XLogRecPtr txn_commit_lsn = InvalidXLogRecPtr;
+    XLogRecPtr txn_end_lsn = InvalidXLogRecPtr;
+    int64_t txn_commit_unix_us = 0;
+    int64_t txn_full_xid = 0;
+    uint32_t txn_index = 0;
+    char txn_commit_lsn_text[32] = {0};
+
+    std::deque<CreekPendingTxn> pending;
+    XLogRecPtr last_decoded_lsn = InvalidXLogRecPtr;
+};
+
+extern CreekStream *creek_stream;
+
+// Output plugin side (decoder.cpp): waits while the publisher has no room,
+// serving NATS requests and interrupts meanwhile.
+extern "C" void creek_wait_for_room(void);
+
+// Relcache callback (decoder.cpp): marks a table's schema for rebuild.
+void creek_relcache_invalidate(Datum arg, Oid relid);
+
+// Worker side (worker.cpp): serve NS._schemas requests; publisher pumping.
+void creek_serve_requests(CreekStream *st);
+void creek_pump(CreekStream *st);

@@ -1,0 +1,513 @@
+// worker.cpp: the streaming worker, one per database with creek installed.
+//
+// It owns the database's logical slot and a Publisher. Its loop reads WAL up
+// to the flush position through creek's output plugin (decoder.cpp), lets the
+// publisher send and collect acknowledgements, and confirms the slot only past
+// transactions whose every message JetStream acknowledged.
+//
+// Frames in this file that call Postgres hold no C++ objects with
+// destructors; C++ work happens in small functions guarded by try/catch.
+#define CREEK_PG
+#include "stream_state.hpp"
+
+#include <cstdio>
+#include <cstring>
+
+
+#include "settings.hpp"
+#include "slot.hpp"
+
+extern "C" {
+PGDLLEXPORT void creek_worker_main(Datum arg);
+}
+
+static LogicalDecodingContext *decoding_ctx = nullptr;
+static ResourceOwner worker_owner = nullptr;
+static char slot_name[NAMEDATALEN];
+static Oid extension_oid = InvalidOid;
+static XLogRecPtr confirmed_lsn = InvalidXLogRecPtr;
+static XLogRecPtr saved_lsn = InvalidXLogRecPtr;
+static uint64_t logged_error_generation = 0;
+
+// Settings the worker started with: a reload that changes one restarts it.
+static char *started_settings = nullptr;
+
+static char *settings_fingerprint()
+{
+    return psprintf("%s|%s|%s|%d|%d|%d|%d|%d|%d", creek_nats_url, creek_namespace,
+                    creek_producer_name, creek_max_in_flight, creek_ack_timeout_ms,
+                    creek_stream_storage, creek_stream_replicas, creek_stream_max_age_s,
+                    creek_stream_duplicate_window_s);
+}
+
+#define GUARDED(stmt, action)                                                            \
+    do {                                                                               \
+        char g_err_[256];                                                              \
+        bool g_failed_ = false;                                                        \
+        try {                                                                          \
+            stmt;                                                                      \
+        } catch (const std::exception &e) {                                            \
+            g_failed_ = true;                                                          \
+            strlcpy(g_err_, e.what(), sizeof g_err_);                                  \
+        } catch (...) {                                                                \
+            g_failed_ = true;                                                          \
+            strlcpy(g_err_, "unknown C++ exception", sizeof g_err_);                   \
+        }                                                                              \
+        if (g_failed_)                                                                 \
+            ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),                           \
+                            errmsg("creek could not %s: %s", action, g_err_)));          \
+    } while (0)
+
+/* ---------- plain C++ helpers (no Postgres calls) ---------- */
+
+static CreekStream *new_stream(CreekDbEntry *entry, const char *db_name)
+{
+    CreekStream *st = new CreekStream();
+    st->entry = entry;
+    st->db_name = db_name;
+    st->producer_name = creek_producer_name;
+    st->subjects = new creek::Subjects(creek_namespace, st->db_name);
+    creek::PublisherConfig cfg;
+    cfg.urls = creek_nats_url;
+    cfg.connection_name = std::string("creek ") + st->db_name;
+    cfg.streams = {{st->subjects->wal_stream(), st->subjects->wal_filter()},
+                   {st->subjects->schema_stream(), st->subjects->schema_filter()},
+                   {st->subjects->snap_stream(), st->subjects->snap_filter()}};
+    cfg.stream_settings.file_storage = creek_stream_storage == 0;
+    cfg.stream_settings.replicas = creek_stream_replicas;
+    cfg.stream_settings.max_age_ms = int64_t(creek_stream_max_age_s) * 1000;
+    cfg.stream_settings.duplicate_window_ms = int64_t(creek_stream_duplicate_window_s) * 1000;
+    cfg.max_in_flight = creek_max_in_flight;
+    cfg.ack_timeout_ms = creek_ack_timeout_ms;
+    st->pub = new creek::Publisher(cfg);
+    return st;
+}
+
+static void add_known_schema(CreekStream *st, const char *fp, const char *source, const char *json,
+                             const char *created_at)
+{
+    st->known_schemas[fp] = creek::schema_message_json(fp, json, source, created_at);
+}
+
+static bool connect_nats(CreekStream *st)
+{
+    if (st->pub->ready())
+        return true;
+    if (!st->pub->ensure_ready())
+        return false;
+    st->pub->subscribe(st->subjects->schemas_service());
+    return true;
+}
+
+void creek_serve_requests(CreekStream *st)
+{
+    try {
+        creek::ServiceRequest req;
+        for (int i = 0; i < 64 && st->pub->next_request(req); i++) {
+            if (req.reply.empty())
+                continue;
+            if (req.subject == st->subjects->schemas_service()) {
+                std::string fp = req.data;
+                while (!fp.empty() && (fp.back() == '\n' || fp.back() == '\r' || fp.back() == ' '))
+                    fp.pop_back();
+                auto it = st->known_schemas.find(fp);
+                if (it != st->known_schemas.end())
+                    st->pub->respond(req.reply, it->second);
+                // unknown fingerprint: stay silent, another producer may know it
+            }
+        }
+    } catch (...) {
+    }
+}
+
+void creek_pump(CreekStream *st)
+{
+    try {
+        st->pub->pump();
+    } catch (...) {
+    }
+}
+
+static void copy_error(CreekStream *st, char *buf, size_t len, int64_t *at_us)
+{
+    buf[0] = '\0';
+    try {
+        strlcpy(buf, st->pub->last_error().c_str(), len);
+        *at_us = st->pub->last_error_time_us();
+    } catch (...) {
+    }
+}
+
+/* ---------- Postgres side ---------- */
+
+static void update_status(CreekStream *st, const char *state)
+{
+    CreekDbEntry *e = st->entry;
+    creek_set_state(e, state);
+    creek_set_nats_state(e, creek::nats_state_name(st->pub->state()));
+    if (decoding_ctx)
+        pg_atomic_write_u64(&e->last_decoded_lsn, decoding_ctx->reader->EndRecPtr);
+    pg_atomic_write_u64(&e->confirmed_lsn, confirmed_lsn);
+    pg_atomic_write_u64(&e->messages, st->pub->messages_published());
+    pg_atomic_write_u64(&e->bytes, st->pub->bytes_published());
+    pg_atomic_write_u64(&e->in_flight, st->pub->in_flight() + st->pub->queued());
+
+    uint64_t gen = st->pub->error_generation();
+    if (gen != logged_error_generation) {
+        char buf[CREEK_ERROR_LEN];
+        int64_t at_us = 0;
+        bool first = logged_error_generation == 0;
+        logged_error_generation = gen;
+        copy_error(st, buf, sizeof buf, &at_us);
+        creek_set_error(e, buf);
+        if (first || gen % 100 == 1)  // keep the log short during long outages
+            ereport(WARNING, (errmsg("creek: %s", buf)));
+    }
+}
+
+extern "C" void creek_wait_for_room(void)
+{
+    CreekStream *st = creek_stream;
+    creek_pump(st);
+    while (!st->pub->has_room()) {
+        (void) WaitLatchOrSocket(MyLatch,
+                                 WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+                                 st->pub->wakeup_fd(), 50, PG_WAIT_EXTENSION);
+        ResetLatch(MyLatch);
+        st->pub->clear_wakeup();
+        CHECK_FOR_INTERRUPTS();
+        creek_pump(st);
+        creek_serve_requests(st);
+        update_status(st, "streaming");
+    }
+}
+
+static void set_logical_decoding_flag(bool on)
+{
+    LWLockAcquire(ProcArrayLock, LW_EXCLUSIVE);
+    if (on)
+        MyProc->statusFlags |= PROC_IN_LOGICAL_DECODING;
+    else
+        MyProc->statusFlags &= ~PROC_IN_LOGICAL_DECODING;
+    ProcGlobal->statusFlags[MyProc->pgxactoff] = MyProc->statusFlags;
+    LWLockRelease(ProcArrayLock);
+}
+
+// Stores new schemas in creek.schemas. The decoding context marks this process
+// PROC_IN_LOGICAL_DECODING, which hides its xid from other snapshots: clear it
+// for the duration of this short write transaction.
+static void store_schemas(CreekStream *st)
+{
+    if (st->to_store.empty())
+        return;
+    bool had_flag = (MyProc->statusFlags & PROC_IN_LOGICAL_DECODING) != 0;
+    if (had_flag)
+        set_logical_decoding_flag(false);
+    InvalidateSystemCaches();
+    StartTransactionCommand();
+    SPI_connect();
+    PushActiveSnapshot(GetTransactionSnapshot());
+    Oid types[4] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+    for (size_t i = 0; i < st->to_store.size(); i++) {
+        Datum values[4] = {
+            CStringGetTextDatum(st->to_store[i].fingerprint.c_str()),
+            CStringGetTextDatum(st->to_store[i].source.c_str()),
+            CStringGetTextDatum(st->to_store[i].json.c_str()),
+            CStringGetTextDatum(st->to_store[i].created_at.c_str()),
+        };
+        int rc = SPI_execute_with_args(
+            "INSERT INTO creek.schemas (fingerprint, source, schema_json, created_at) "
+            "VALUES ($1, $2, $3, $4::timestamptz) ON CONFLICT DO NOTHING",
+            4, types, values, nullptr, false, 0);
+        if (rc != SPI_OK_INSERT)
+            elog(ERROR, "creek could not store a schema: %s", SPI_result_code_string(rc));
+    }
+    SPI_finish();
+    PopActiveSnapshot();
+    CommitTransactionCommand();
+    InvalidateSystemCaches();
+    CurrentResourceOwner = worker_owner;
+    if (had_flag)
+        set_logical_decoding_flag(true);
+    st->to_store.clear();
+}
+
+static void load_known_schemas(CreekStream *st)
+{
+    StartTransactionCommand();
+    SPI_connect();
+    PushActiveSnapshot(GetTransactionSnapshot());
+    int rc = SPI_execute(
+        "SELECT fingerprint, source, schema_json, "
+        "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') "
+        "FROM creek.schemas ORDER BY created_at",
+        true, 0);
+    if (rc != SPI_OK_SELECT)
+        elog(ERROR, "creek could not read creek.schemas: %s", SPI_result_code_string(rc));
+    for (uint64 i = 0; i < SPI_processed; i++) {
+        HeapTuple tup = SPI_tuptable->vals[i];
+        TupleDesc desc = SPI_tuptable->tupdesc;
+        char *fp = SPI_getvalue(tup, desc, 1);
+        char *source = SPI_getvalue(tup, desc, 2);
+        char *json = SPI_getvalue(tup, desc, 3);
+        char *created = SPI_getvalue(tup, desc, 4);
+        GUARDED(add_known_schema(st, fp, source, json, created), "load a stored schema");
+    }
+    SPI_finish();
+    PopActiveSnapshot();
+    CommitTransactionCommand();
+    CurrentResourceOwner = worker_owner;
+}
+
+static Oid current_extension_oid()
+{
+    StartTransactionCommand();
+    Oid ext = get_extension_oid("creek", true);
+    CommitTransactionCommand();
+    CurrentResourceOwner = worker_owner;
+    return ext;
+}
+
+static void worker_exit(int code, Datum arg)
+{
+    CreekStream *st = creek_stream;
+    if (MyReplicationSlot != nullptr && confirmed_lsn != saved_lsn)
+        creek_slot_save();
+    if (st == nullptr)
+        return;
+    try {
+        delete st->pub;
+    } catch (...) {
+    }
+    st->pub = nullptr;
+    if (st->entry)
+        creek_release_db(st->entry, code == 0);
+}
+
+// Decodes WAL up to the flush position while the publisher has room, for at
+// most ~100 ms. Returns true when it stopped with more WAL to read.
+static bool decode_some(CreekStream *st)
+{
+    XLogRecPtr flush = GetFlushRecPtr(nullptr);
+    TimestampTz start = GetCurrentTimestamp();
+    int n = 0;
+    while (decoding_ctx->reader->EndRecPtr < flush) {
+        char *errm = nullptr;
+        if (CurrentResourceOwner == nullptr)
+            CurrentResourceOwner = worker_owner;
+        XLogRecord *record = XLogReadRecord(decoding_ctx->reader, &errm);
+        if (errm)
+            ereport(ERROR, (errmsg("creek could not read WAL at %X/%X: %s",
+                                   LSN_FORMAT_ARGS(decoding_ctx->reader->EndRecPtr), errm)));
+        if (record != nullptr)
+            LogicalDecodingProcessRecord(decoding_ctx, decoding_ctx->reader);
+        CurrentResourceOwner = worker_owner;
+        CHECK_FOR_INTERRUPTS();
+        if (++n % 256 == 0) {
+            creek_pump(st);
+            if (!st->pub->has_room() || TimestampDifferenceExceeds(start, GetCurrentTimestamp(), 100))
+                return true;
+        }
+    }
+    return false;
+}
+
+static void confirm(CreekStream *st)
+{
+    uint64_t acked = st->pub->acked_through();
+    XLogRecPtr target = InvalidXLogRecPtr;
+    while (!st->pending.empty() && st->pending.front().last_position <= acked) {
+        target = st->pending.front().end_lsn;
+        st->pending.pop_front();
+    }
+    // Nothing decoded is waiting: everything read so far may be confirmed.
+    if (st->pending.empty() && acked == st->pub->last_position())
+        target = Max(target, decoding_ctx->reader->EndRecPtr);
+    if (target > confirmed_lsn) {
+        LogicalConfirmReceivedLocation(target);
+        confirmed_lsn = target;
+    }
+}
+
+static void stream_loop(CreekStream *st)
+{
+    TimestampTz last_save = GetCurrentTimestamp();
+    TimestampTz last_ext_check = last_save;
+    TimestampTz last_activity = 0;
+    TimestampTz next_connect = 0;
+    int connect_backoff_ms = 100;
+
+    for (;;) {
+        CHECK_FOR_INTERRUPTS();
+        if (ConfigReloadPending) {
+            ConfigReloadPending = false;
+            ProcessConfigFile(PGC_SIGHUP);
+            char *now = settings_fingerprint();
+            if (strcmp(now, started_settings) != 0) {
+                ereport(LOG, (errmsg("creek worker restarting to apply new settings")));
+                proc_exit(1);
+            }
+            pfree(now);
+        }
+
+        TimestampTz now = GetCurrentTimestamp();
+        bool ready = false;
+        if (now >= next_connect) {
+            GUARDED(ready = connect_nats(st), "connect to NATS");
+            if (!ready) {
+                next_connect = TimestampTzPlusMilliseconds(now, connect_backoff_ms);
+                connect_backoff_ms = Min(connect_backoff_ms * 2, 5000);
+            } else {
+                connect_backoff_ms = 100;
+            }
+        }
+
+        bool more = false;
+        if (ready) {
+            more = decode_some(st);
+            if (decoding_ctx->reader->EndRecPtr != (XLogRecPtr) pg_atomic_read_u64(&st->entry->last_decoded_lsn))
+                last_activity = now;
+        }
+        store_schemas(st);
+        creek_pump(st);
+        confirm(st);
+        creek_serve_requests(st);
+        update_status(st, ready ? "streaming" : "waiting for NATS");
+
+        now = GetCurrentTimestamp();
+        if (confirmed_lsn != saved_lsn && TimestampDifferenceExceeds(last_save, now, 1000)) {
+            creek_slot_save();
+            saved_lsn = confirmed_lsn;
+            last_save = now;
+        }
+        bool drop_requested;
+        SpinLockAcquire(&st->entry->mutex);
+        drop_requested = st->entry->drop_requested;
+        st->entry->drop_requested = false;
+        SpinLockRelease(&st->entry->mutex);
+        if (drop_requested || TimestampDifferenceExceeds(last_ext_check, now, 2000)) {
+            last_ext_check = now;
+            if (current_extension_oid() != extension_oid) {
+                ereport(LOG, (errmsg("creek extension dropped: dropping replication slot \"%s\"",
+                                     slot_name)));
+                creek_slot_drop(decoding_ctx, slot_name);
+                decoding_ctx = nullptr;
+                proc_exit(0);
+            }
+        }
+
+        if (more)
+            continue;
+        long timeout = TimestampDifferenceExceeds(last_activity, now, 1000) ? 500 : 10;
+        if (st->pub->in_flight() + st->pub->queued() > 0)
+            timeout = Min(timeout, 50);
+        (void) WaitLatchOrSocket(MyLatch,
+                                 WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+                                 st->pub->wakeup_fd(), timeout, PG_WAIT_EXTENSION);
+        ResetLatch(MyLatch);
+        st->pub->clear_wakeup();
+    }
+}
+
+// Postgres 15.20 and later load only the output plugins listed in
+// output_plugin_libraries (a superuser setting). The worker is a superuser
+// session that uses creek's own plugin: trust it here, for this process only.
+static void trust_own_output_plugin()
+{
+    const char *libs = GetConfigOption("output_plugin_libraries", true, false);
+    if (libs == nullptr || strstr(libs, "creek") != nullptr)
+        return;
+    char *value = psprintf("%s%screek", libs, libs[0] ? ", " : "");
+    SetConfigOption("output_plugin_libraries", value, PGC_SUSET, PGC_S_OVERRIDE);
+    elog(LOG, "creek: output_plugin_libraries now %s", GetConfigOption("output_plugin_libraries", true, false));
+    pfree(value);
+}
+
+static void wait_seconds(int ms)
+{
+    (void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, ms, PG_WAIT_EXTENSION);
+    ResetLatch(MyLatch);
+    CHECK_FOR_INTERRUPTS();
+}
+
+void creek_worker_main(Datum arg)
+{
+    Oid dboid = DatumGetObjectId(arg);
+    bool wait_for_extension = MyBgworkerEntry->bgw_extra[0] == 'w';
+
+    pqsignal(SIGHUP, SignalHandlerForConfigReload);
+    pqsignal(SIGTERM, die);
+    BackgroundWorkerUnblockSignals();
+    BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+    pgstat_report_appname("creek worker");
+
+    // CREATE EXTENSION asks for a worker before it commits: give it time.
+    worker_owner = ResourceOwnerCreate(nullptr, "creek worker");
+    CurrentResourceOwner = worker_owner;
+    for (int i = 0;; i++) {
+        extension_oid = current_extension_oid();
+        if (OidIsValid(extension_oid) || !wait_for_extension || i >= 40)
+            break;
+        wait_seconds(250);
+    }
+    if (!OidIsValid(extension_oid))
+        proc_exit(0);
+    if (creek_shared == nullptr)
+        proc_exit(0);
+    CreekDbEntry *entry = creek_claim_db(dboid);
+    if (entry == nullptr)
+        proc_exit(0);  // another worker streams this database, or no entry is free
+    creek_slot_name(dboid, slot_name, sizeof slot_name);
+    SpinLockAcquire(&entry->mutex);
+    strlcpy(entry->slot_name, slot_name, sizeof entry->slot_name);
+    SpinLockRelease(&entry->mutex);
+
+    MemoryContextSwitchTo(TopMemoryContext);
+    started_settings = settings_fingerprint();
+    StartTransactionCommand();
+    char *db_name = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
+    CommitTransactionCommand();
+    CurrentResourceOwner = worker_owner;
+    MemoryContextSwitchTo(TopMemoryContext);
+
+    CreekStream *st = nullptr;
+    GUARDED(st = new_stream(entry, db_name), "start the streaming worker");
+    creek_stream = st;
+    before_shmem_exit(worker_exit, 0);
+    st->schema_cxt = AllocSetContextCreate(TopMemoryContext, "creek schemas", ALLOCSET_DEFAULT_SIZES);
+    st->change_cxt = AllocSetContextCreate(TopMemoryContext, "creek change", ALLOCSET_DEFAULT_SIZES);
+
+    PG_TRY();
+    {
+        load_known_schemas(st);
+        if (wal_level < WAL_LEVEL_LOGICAL) {
+            creek_set_state(entry, "waiting for wal_level");
+            creek_set_error(entry, "wal_level must be \"logical\" for creek to stream changes");
+            ereport(WARNING, (errmsg("creek cannot stream database \"%s\": wal_level must be \"logical\"", db_name),
+                              errhint("Set wal_level = logical in postgresql.conf and restart the server.")));
+            for (;;)
+                wait_seconds(10000);
+        }
+        trust_own_output_plugin();
+        if (!creek_slot_ready(slot_name)) {
+            creek_set_state(entry, "creating slot");
+            creek_slot_create(slot_name);
+            ereport(LOG, (errmsg("creek created replication slot \"%s\"", slot_name)));
+        }
+        MemoryContextSwitchTo(TopMemoryContext);
+        decoding_ctx = creek_slot_open(slot_name);
+        confirmed_lsn = saved_lsn = MyReplicationSlot->data.confirmed_flush;
+        CacheRegisterRelcacheCallback(creek_relcache_invalidate, (Datum) 0);
+        creek_set_state(entry, "connecting");
+        stream_loop(st);
+    }
+    PG_CATCH();
+    {
+        MemoryContextSwitchTo(TopMemoryContext);
+        ErrorData *edata = CopyErrorData();
+        creek_set_error(entry, edata->message);
+        PG_RE_THROW();
+    }
+    PG_END_TRY();
+    proc_exit(1);
+}

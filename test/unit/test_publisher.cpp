@@ -1,0 +1,760 @@
+// test_publisher.cpp: the Publisher against a real nats-server (JetStream).
+//
+// Each test starts its own nats-server (-js, loopback, a free port, a fresh
+// store directory) found on PATH, and stops it at the end. Every wait is
+// bounded. Needs nats-server on PATH (Debian: nats-server).
+#include "check.hpp"
+#include "publisher.hpp"
+
+#include <nats/nats.h>
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <pthread.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+using creek::NatsState;
+using creek::Publisher;
+using creek::PublisherConfig;
+
+namespace {
+
+// Keeps one Publisher alive for the whole run: the publisher library closes
+// nats.c (nats_CloseAndWait, after which it cannot be reopened) when the last
+// Publisher is destroyed; the tests create and destroy several.
+Publisher g_keep_library_open{PublisherConfig{}};
+
+int64_t now_ms() {
+    using namespace std::chrono;
+    return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
+}
+
+void sleep_ms(int ms) { usleep(useconds_t(ms) * 1000); }
+
+bool contains(const std::string &hay, const std::string &needle) {
+    return hay.find(needle) != std::string::npos;
+}
+
+bool in_path(const char *prog) {
+    const char *path = std::getenv("PATH");
+    if (!path) return false;
+    std::string p(path);
+    size_t start = 0;
+    while (start <= p.size()) {
+        size_t colon = p.find(':', start);
+        if (colon == std::string::npos) colon = p.size();
+        std::string dir = p.substr(start, colon - start);
+        if (dir.empty()) dir = ".";
+        std::string full = dir + "/" + prog;
+        if (access(full.c_str(), X_OK) == 0) return true;
+        start = colon + 1;
+    }
+    return false;
+}
+
+int free_port() {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = 0;
+    socklen_t len = sizeof a;
+    int port = -1;
+    if (bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof a) == 0 &&
+        getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len) == 0)
+        port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+bool port_accepts(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return false;
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(uint16_t(port));
+    bool ok = connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+int rm_entry(const char *path, const struct stat *, int, struct FTW *) {
+    remove(path);
+    return 0;
+}
+
+// A nats-server child process with JetStream, on 127.0.0.1:port, storing in dir.
+struct NatsServer {
+    int port = -1;
+    std::string dir;
+    pid_t pid = -1;
+
+    NatsServer() {
+        char tmpl[] = "/tmp/creek-test-nats-XXXXXX";
+        if (mkdtemp(tmpl)) dir = tmpl;
+        port = free_port();
+    }
+    ~NatsServer() {
+        stop();
+        if (!dir.empty()) nftw(dir.c_str(), rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    }
+    std::string url() const { return "nats://127.0.0.1:" + std::to_string(port); }
+
+    bool start() {
+        if (dir.empty() || port <= 0) return false;
+        if (!in_path("nats-server")) {
+            std::printf("  nats-server not found on PATH\n");
+            return false;
+        }
+        std::string ps = std::to_string(port), log = dir + "/server.log";
+        std::vector<std::string> args = {"nats-server", "-js", "-a", "127.0.0.1", "-p", ps, "-sd", dir};
+        std::vector<char *> argv;
+        for (auto &a : args) argv.push_back(const_cast<char *>(a.c_str()));
+        argv.push_back(nullptr);
+        pid_t parent = getpid();
+        pid_t child = fork();
+        if (child < 0) return false;
+        if (child == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);   // never outlive the test
+            if (getppid() != parent) _exit(127);
+            int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+            if (fd >= 0) {
+                dup2(fd, 1);
+                dup2(fd, 2);
+                close(fd);
+            }
+            sigset_t none;
+            sigemptyset(&none);
+            sigprocmask(SIG_SETMASK, &none, nullptr);
+            execvp("nats-server", argv.data());
+            _exit(127);
+        }
+        pid = child;
+        int64_t until = now_ms() + 10000;
+        while (now_ms() < until) {
+            int st;
+            if (waitpid(pid, &st, WNOHANG) == pid) {
+                pid = -1;
+                std::printf("  nats-server exited at start (see %s)\n", log.c_str());
+                return false;
+            }
+            if (port_accepts(port)) return true;
+            sleep_ms(20);
+        }
+        std::printf("  nats-server did not listen on %d within 10 s\n", port);
+        stop();
+        return false;
+    }
+
+    void wait_exit(int ms) {
+        int64_t until = now_ms() + ms;
+        while (pid > 0 && now_ms() < until) {
+            int st;
+            if (waitpid(pid, &st, WNOHANG) == pid) {
+                pid = -1;
+                return;
+            }
+            sleep_ms(10);
+        }
+    }
+    void kill_hard() {
+        if (pid <= 0) return;
+        kill(pid, SIGKILL);
+        wait_exit(5000);
+    }
+    void stop() {
+        if (pid <= 0) return;
+        kill(pid, SIGTERM);
+        wait_exit(5000);
+        kill_hard();
+    }
+};
+
+// A plain nats.c client used by the tests to inspect the server.
+struct Client {
+    natsConnection *nc = nullptr;
+    jsCtx *js = nullptr;
+
+    explicit Client(const std::string &url) {
+        natsOptions *o = nullptr;
+        natsOptions_Create(&o);
+        natsOptions_SetURL(o, url.c_str());
+        natsOptions_SetTimeout(o, 2000);
+        natsOptions_SetMaxReconnect(o, 0);
+        for (int i = 0; i < 50 && nc == nullptr; i++) {
+            if (natsConnection_Connect(&nc, o) != NATS_OK) {
+                nc = nullptr;
+                sleep_ms(100);
+            }
+        }
+        natsOptions_Destroy(o);
+        if (nc) natsConnection_JetStream(&js, nc, nullptr);
+    }
+    ~Client() {
+        if (js) jsCtx_Destroy(js);
+        if (nc) {
+            natsConnection_Close(nc);
+            natsConnection_Destroy(nc);
+        }
+    }
+    bool ok() const { return nc != nullptr && js != nullptr; }
+
+    // Stream info (nullptr if missing), retried briefly while JetStream starts.
+    jsStreamInfo *info(const std::string &stream) {
+        for (int i = 0; i < 30; i++) {
+            jsStreamInfo *si = nullptr;
+            jsErrCode e = jsErrCode(0);
+            natsStatus s = js_GetStreamInfo(&si, js, stream.c_str(), nullptr, &e);
+            if (s == NATS_OK) return si;
+            if (s == NATS_NOT_FOUND || e == JSStreamNotFoundErr) return nullptr;
+            sleep_ms(100);
+        }
+        return nullptr;
+    }
+
+    uint64_t count(const std::string &stream) {
+        jsStreamInfo *si = info(stream);
+        if (!si) return uint64_t(-1);
+        uint64_t n = si->State.Msgs;
+        jsStreamInfo_Destroy(si);
+        return n;
+    }
+
+    // Every message of the stream in stream order (payloads), read with an
+    // ephemeral push consumer.
+    std::vector<std::string> read_all(const std::string &stream, const std::string &subject,
+                                      uint64_t expected, int timeout_ms = 20000) {
+        std::vector<std::string> out;
+        jsSubOptions so;
+        jsSubOptions_Init(&so);
+        so.Stream = stream.c_str();
+        so.Config.DeliverPolicy = js_DeliverAll;
+        so.Config.AckPolicy = js_AckNone;
+        natsSubscription *sub = nullptr;
+        jsErrCode e = jsErrCode(0);
+        if (js_SubscribeSync(&sub, js, subject.c_str(), nullptr, &so, &e) != NATS_OK) {
+            std::printf("  js_SubscribeSync failed: %s\n", nats_GetLastError(nullptr));
+            return out;
+        }
+        natsSubscription_SetPendingLimits(sub, -1, -1);
+        int64_t until = now_ms() + timeout_ms;
+        while (out.size() < expected && now_ms() < until) {
+            natsMsg *m = nullptr;
+            if (natsSubscription_NextMsg(&m, sub, 500) != NATS_OK) continue;
+            out.emplace_back(natsMsg_GetData(m), size_t(natsMsg_GetDataLength(m)));
+            natsMsg_Destroy(m);
+        }
+        // anything beyond the expected count shows up within a short grace period
+        for (;;) {
+            natsMsg *m = nullptr;
+            if (natsSubscription_NextMsg(&m, sub, 300) != NATS_OK) break;
+            out.emplace_back(natsMsg_GetData(m), size_t(natsMsg_GetDataLength(m)));
+            natsMsg_Destroy(m);
+        }
+        natsSubscription_Unsubscribe(sub);
+        natsSubscription_Destroy(sub);
+        return out;
+    }
+};
+
+PublisherConfig make_config(const NatsServer &srv, const std::string &stream, const std::string &subject) {
+    PublisherConfig c;
+    c.urls = srv.url();
+    c.connection_name = "creek-unit-test";
+    c.streams = {{stream, subject}};
+    c.connect_timeout_ms = 1000;
+    return c;
+}
+
+// Drives the publisher (ensure_ready when not ready, pump, wait on the
+// wakeup fd) until done() or the time limit. each() runs every iteration.
+bool drive(Publisher &p, const std::function<bool()> &done, int timeout_ms,
+           const std::function<void()> &each = {}) {
+    int64_t until = now_ms() + timeout_ms;
+    while (now_ms() < until) {
+        if (each) each();
+        if (!p.ready()) p.ensure_ready();
+        p.pump();
+        if (done()) return true;
+        struct pollfd pfd = {p.wakeup_fd(), POLLIN, 0};
+        poll(&pfd, 1, 5);
+        p.clear_wakeup();
+    }
+    return done();
+}
+
+std::string payload_for(const char *prefix, uint64_t i) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%s-payload-%07llu|", prefix, (unsigned long long) i);
+    std::string s(buf);
+    s.append(64, char('a' + i % 26));
+    return s;
+}
+
+std::string id_for(const char *prefix, uint64_t i) { return std::string(prefix) + "-" + std::to_string(i); }
+
+// Enqueues messages first..last as long as the publisher has room.
+struct Producer {
+    Publisher &p;
+    const char *prefix;
+    const char *subject;
+    uint64_t next, last;
+    void operator()() {
+        while (next <= last && p.has_room()) {
+            std::string d = payload_for(prefix, next);
+            p.enqueue(subject, id_for(prefix, next), d.data(), d.size());
+            next++;
+        }
+    }
+};
+
+}  // namespace
+
+namespace {
+// SigBlk of a thread of this process, from /proc (0 if unreadable).
+uint64_t blocked_mask(pid_t tid) {
+    std::string path = "/proc/self/task/" + std::to_string(tid) + "/status";
+    FILE *f = std::fopen(path.c_str(), "r");
+    if (!f) return 0;
+    char line[256];
+    uint64_t mask = 0;
+    while (std::fgets(line, sizeof line, f))
+        if (std::strncmp(line, "SigBlk:", 7) == 0) mask = std::strtoull(line + 7, nullptr, 16);
+    std::fclose(f);
+    return mask;
+}
+
+std::vector<pid_t> thread_ids() {
+    std::vector<pid_t> out;
+    DIR *d = opendir("/proc/self/task");
+    if (!d) return out;
+    while (struct dirent *e = readdir(d))
+        if (e->d_name[0] != '.') out.push_back(pid_t(std::atoi(e->d_name)));
+    closedir(d);
+    return out;
+}
+}  // namespace
+
+// Must run first (before the tests' own nats.c clients create threads): every
+// thread nats.c creates for the Publisher has all signals blocked, and the
+// owner thread's mask is restored.
+TEST(nats_threads_block_all_signals) {
+    NatsServer srv;
+    CHECK(srv.start());
+    sigset_t none, before, after;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, &before);
+    PublisherConfig c = make_config(srv, "CREEK_s", "CREEK.s.>");
+    Publisher p(c);
+    CHECK(p.subscribe("T._schemas"));
+    CHECK(p.ensure_ready());
+    std::string d = "x";
+    p.enqueue("CREEK.s.x", "s-1", d.data(), d.size());
+    CHECK(drive(p, [&] { return p.acked_through() == 1; }, 10000));
+    pthread_sigmask(SIG_SETMASK, nullptr, &after);
+    CHECK(!sigismember(&after, SIGTERM));
+    CHECK(!sigismember(&after, SIGUSR1));
+    pid_t self = getpid();
+    int others = 0, unblocked = 0;
+    for (pid_t tid : thread_ids()) {
+        if (tid == self) continue;
+        others++;
+        // SIGKILL and SIGSTOP cannot be blocked; glibc keeps 32 and 33 for itself
+        uint64_t m = blocked_mask(tid) | (1ULL << (SIGKILL - 1)) | (1ULL << (SIGSTOP - 1));
+        // signals 1..31 and the real-time ones glibc lets applications use
+        if ((m & 0x7fffffffULL) != 0x7fffffffULL || (m >> 34) != (~uint64_t(0) >> 34)) {
+            unblocked++;
+            std::printf("  thread %d has SigBlk %016llx\n", int(tid), (unsigned long long) m);
+        }
+    }
+    std::printf("  %d nats.c threads, %d with signals not blocked\n", others, unblocked);
+    CHECK(others >= 5);   // timer, async callbacks, gc, read loop, flusher, ack subscription...
+    CHECK_EQ(unblocked, 0);
+    pthread_sigmask(SIG_SETMASK, &before, nullptr);
+}
+
+// (a) connect, streams created with the settings; an existing stream with
+// other settings is used as it is; a stream that cannot be created fails.
+TEST(connect_and_create_streams) {
+    NatsServer srv;
+    CHECK(srv.start());
+    PublisherConfig c = make_config(srv, "CREEK_a_wal", "CREEK.a.wal.>");
+    c.streams.push_back({"CREEK_a_meta", "CREEK.a.meta.>"});
+    c.stream_settings.file_storage = true;
+    c.stream_settings.max_age_ms = 3600 * 1000;
+    c.stream_settings.duplicate_window_ms = 60 * 1000;
+    c.stream_settings.max_bytes = int64_t(1) << 30;
+    Publisher p(c);
+    CHECK(p.state() == NatsState::Disconnected);
+    CHECK(!p.ready());
+    bool ok = p.ensure_ready();
+    if (!ok) std::printf("  last_error: %s\n", p.last_error().c_str());
+    CHECK(ok);
+    CHECK(p.ready());
+    CHECK(p.state() == NatsState::Connected);
+    CHECK_EQ(std::string(creek::nats_state_name(p.state())), std::string("connected"));
+    CHECK_EQ(p.max_payload(), uint64_t(1024 * 1024));
+
+    Client cl(srv.url());
+    CHECK(cl.ok());
+    if (!cl.ok()) return;
+    for (auto &st : c.streams) {
+        jsStreamInfo *si = cl.info(st.first);
+        CHECK(si != nullptr);
+        if (!si) continue;
+        CHECK_EQ(si->Config->SubjectsLen, 1);
+        if (si->Config->SubjectsLen == 1) CHECK_EQ(std::string(si->Config->Subjects[0]), st.second);
+        CHECK(si->Config->Storage == js_FileStorage);
+        CHECK_EQ(si->Config->MaxAge, int64_t(3600) * 1000 * 1000000);
+        CHECK_EQ(si->Config->Duplicates, int64_t(60) * 1000 * 1000000);
+        CHECK_EQ(si->Config->MaxBytes, int64_t(1) << 30);
+        CHECK_EQ(si->Config->Replicas, int64_t(1));
+        jsStreamInfo_Destroy(si);
+    }
+    // calling it again is cheap and still true
+    CHECK(p.ensure_ready());
+
+    // an existing stream with other settings is used as it is
+    {
+        jsStreamConfig sc;
+        jsStreamConfig_Init(&sc);
+        const char *subj = "CREEK.a.other.>";
+        sc.Name = "CREEK_a_other";
+        sc.Subjects = &subj;
+        sc.SubjectsLen = 1;
+        sc.Storage = js_MemoryStorage;
+        sc.MaxMsgs = 1000;
+        jsStreamInfo *si = nullptr;
+        jsErrCode e = jsErrCode(0);
+        CHECK(js_AddStream(&si, cl.js, &sc, nullptr, &e) == NATS_OK);
+        if (si) jsStreamInfo_Destroy(si);
+    }
+    PublisherConfig c2 = make_config(srv, "CREEK_a_other", "CREEK.a.other.>");
+    c2.stream_settings.file_storage = true;
+    c2.stream_settings.max_age_ms = 1000 * 1000;
+    Publisher p2(c2);
+    ok = p2.ensure_ready();
+    if (!ok) std::printf("  last_error: %s\n", p2.last_error().c_str());
+    CHECK(ok);
+    {
+        jsStreamInfo *si = cl.info("CREEK_a_other");
+        CHECK(si != nullptr);
+        if (si) {
+            CHECK(si->Config->Storage == js_MemoryStorage);
+            CHECK_EQ(si->Config->MaxMsgs, int64_t(1000));
+            CHECK_EQ(si->Config->MaxAge, int64_t(0));
+            jsStreamInfo_Destroy(si);
+        }
+    }
+    // a stream that cannot be created (its subjects overlap another stream's)
+    Publisher p3(make_config(srv, "CREEK_a_bad", "CREEK.a.wal.>"));
+    CHECK(!p3.ensure_ready());
+    CHECK(!p3.ready());
+    CHECK(contains(p3.last_error(), "could not create stream CREEK_a_bad"));
+    std::printf("  (expected) %s\n", p3.last_error().c_str());
+    uint64_t gen = p3.error_generation();
+    CHECK(gen > 0);
+    CHECK(p3.last_error_time_us() > 0);
+    CHECK(!p3.ensure_ready());           // retried, fails again
+    CHECK(p3.error_generation() > gen);
+}
+
+namespace {
+NatsServer &shared_server() {
+    static std::unique_ptr<NatsServer> srv;
+    if (!srv) {
+        srv.reset(new NatsServer);
+        if (!srv->start()) std::printf("  could not start the shared nats-server\n");
+    }
+    return *srv;
+}
+constexpr uint64_t kBulk = 20000;
+}  // namespace
+
+// (b) 20000 messages with a window of 256: all acked, in order, exactly once.
+TEST(publish_20000_in_order) {
+    NatsServer &srv = shared_server();
+    PublisherConfig c = make_config(srv, "CREEK_b", "CREEK.b.>");
+    c.max_in_flight = 256;
+    Publisher p(c);
+    CHECK(p.ensure_ready());
+    Producer prod{p, "b", "CREEK.b.data", 1, kBulk};
+    size_t max_inflight_seen = 0, max_pending_seen = 0;
+    int64_t t0 = now_ms();
+    bool done = drive(p, [&] { return prod.next > kBulk && p.acked_through() == kBulk; }, 40000,
+                      [&] {
+                          prod();
+                          max_inflight_seen = std::max(max_inflight_seen, p.in_flight());
+                          max_pending_seen = std::max(max_pending_seen, p.in_flight() + p.queued());
+                      });
+    int64_t dt = now_ms() - t0;
+    std::printf("  published %llu messages in %lld ms (max in flight %zu)\n",
+                (unsigned long long) p.acked_through(), (long long) dt, max_inflight_seen);
+    if (!done) std::printf("  last_error: %s\n", p.last_error().c_str());
+    CHECK(done);
+    CHECK_EQ(p.last_position(), kBulk);
+    CHECK_EQ(p.acked_through(), p.last_position());
+    CHECK_EQ(p.in_flight(), size_t(0));
+    CHECK_EQ(p.queued(), size_t(0));
+    CHECK(max_inflight_seen <= 256);
+    CHECK(max_pending_seen <= 2 * 256);
+    CHECK_EQ(p.messages_published(), kBulk);
+    uint64_t bytes = 0;
+    for (uint64_t i = 1; i <= kBulk; i++) bytes += payload_for("b", i).size();
+    CHECK_EQ(p.bytes_published(), bytes);
+
+    Client cl(srv.url());
+    CHECK(cl.ok());
+    if (!cl.ok()) return;
+    CHECK_EQ(cl.count("CREEK_b"), kBulk);
+    std::vector<std::string> all = cl.read_all("CREEK_b", "CREEK.b.>", kBulk);
+    CHECK_EQ(all.size(), size_t(kBulk));
+    size_t mismatches = 0;
+    for (size_t i = 0; i < all.size() && i < kBulk; i++)
+        if (all[i] != payload_for("b", i + 1)) mismatches++;
+    CHECK_EQ(mismatches, size_t(0));
+}
+
+// (c) the same message ids again: acknowledged (as duplicates), nothing stored.
+TEST(republish_same_ids_is_deduplicated) {
+    NatsServer &srv = shared_server();
+    PublisherConfig c = make_config(srv, "CREEK_b", "CREEK.b.>");
+    c.max_in_flight = 256;
+    Publisher p(c);
+    CHECK(p.ensure_ready());
+    Producer prod{p, "b", "CREEK.b.data", 1, kBulk};
+    bool done = drive(p, [&] { return prod.next > kBulk && p.acked_through() == kBulk; }, 40000,
+                      [&] { prod(); });
+    if (!done) std::printf("  last_error: %s\n", p.last_error().c_str());
+    CHECK(done);
+    CHECK_EQ(p.acked_through(), kBulk);
+    CHECK_EQ(p.messages_published(), kBulk);
+    Client cl(srv.url());
+    CHECK(cl.ok());
+    if (!cl.ok()) return;
+    jsStreamInfo *si = cl.info("CREEK_b");
+    CHECK(si != nullptr);
+    if (si) {
+        CHECK_EQ(si->State.Msgs, kBulk);
+        CHECK_EQ(si->State.LastSeq, kBulk);
+        jsStreamInfo_Destroy(si);
+    }
+}
+
+// (d) the server is killed (SIGKILL) while 5000 messages are being published
+// and restarted on the same port and store: everything ends up acknowledged
+// and stored exactly once.
+TEST(survives_server_kill_and_restart) {
+    NatsServer srv;
+    CHECK(srv.start());
+    PublisherConfig c = make_config(srv, "CREEK_d", "CREEK.d.>");
+    c.max_in_flight = 256;
+    c.ack_timeout_ms = 1000;
+    c.retry_backoff_min_ms = 50;
+    c.retry_backoff_max_ms = 1000;
+    Publisher p(c);
+    CHECK(p.ensure_ready());
+    const uint64_t n = 5000;
+    Producer prod{p, "d", "CREEK.d.data", 1, n};
+    // publish until about a fifth is acknowledged, then kill the server
+    bool reached = drive(p, [&] { return p.acked_through() >= 1000; }, 20000, [&] { prod(); });
+    CHECK(reached);
+    uint64_t at_kill = p.acked_through();
+    size_t inflight_at_kill = p.in_flight();
+    srv.kill_hard();
+    std::printf("  killed nats-server at acked_through=%llu in_flight=%zu\n",
+                (unsigned long long) at_kill, inflight_at_kill);
+    // keep going without a server for a moment
+    drive(p, [] { return false; }, 700, [&] { prod(); });
+    std::printf("  while down: state=%s acked_through=%llu last_error=%s\n",
+                creek::nats_state_name(p.state()), (unsigned long long) p.acked_through(),
+                p.last_error().c_str());
+    CHECK(p.state() != NatsState::Connected);
+    CHECK(p.acked_through() < n);
+    CHECK(srv.start());
+    int64_t t0 = now_ms();
+    bool done = drive(p, [&] { return prod.next > n && p.acked_through() == n; }, 60000,
+                      [&] { prod(); });
+    std::printf("  all acknowledged %lld ms after the restart (last_error: %s)\n",
+                (long long) (now_ms() - t0), p.last_error().c_str());
+    CHECK(done);
+    CHECK_EQ(p.acked_through(), p.last_position());
+    CHECK_EQ(p.in_flight(), size_t(0));
+    CHECK(p.state() == NatsState::Connected);
+
+    Client cl(srv.url());
+    CHECK(cl.ok());
+    if (!cl.ok()) return;
+    CHECK_EQ(cl.count("CREEK_d"), n);
+    std::vector<std::string> all = cl.read_all("CREEK_d", "CREEK.d.>", n);
+    CHECK_EQ(all.size(), size_t(n));
+    std::map<std::string, int> seen;
+    for (auto &s : all) seen[s]++;
+    size_t missing = 0, dup = 0;
+    for (uint64_t i = 1; i <= n; i++) {
+        auto it = seen.find(payload_for("d", i));
+        if (it == seen.end()) missing++;
+        else if (it->second != 1) dup++;
+    }
+    CHECK_EQ(missing, size_t(0));
+    CHECK_EQ(dup, size_t(0));
+    CHECK_EQ(seen.size(), size_t(n));
+    bool ordered = true;
+    for (size_t i = 0; i < all.size(); i++)
+        if (all[i] != payload_for("d", i + 1)) ordered = false;
+    std::printf("  stream order after the restart: %s\n", ordered ? "position order" : "NOT position order");
+}
+
+// (e) nothing listens: ensure_ready fails fast with a useful error, then
+// succeeds once a server is there.
+TEST(connect_failure_then_success) {
+    NatsServer srv;   // not started yet
+    PublisherConfig c = make_config(srv, "CREEK_e", "CREEK.e.>");
+    Publisher p(c);
+    int64_t t0 = now_ms();
+    CHECK(!p.ensure_ready());
+    int64_t dt = now_ms() - t0;
+    CHECK(dt < 3000);
+    std::string err = p.last_error();
+    std::printf("  (expected, %lld ms) %s\n", (long long) dt, err.c_str());
+    CHECK(contains(err, "could not connect to NATS at " + srv.url()));
+    CHECK(contains(err, "No server available"));
+    CHECK(p.state() == NatsState::Disconnected);
+    CHECK(!p.ready());
+    uint64_t gen = p.error_generation();
+    CHECK(!p.ensure_ready());
+    CHECK(p.error_generation() > gen);
+    // messages can be enqueued meanwhile; pump does not send them
+    std::string d = "early";
+    CHECK_EQ(p.enqueue("CREEK.e.x", "e-1", d.data(), d.size()), uint64_t(1));
+    p.pump();
+    CHECK_EQ(p.queued(), size_t(1));
+    CHECK_EQ(p.in_flight(), size_t(0));
+
+    CHECK(srv.start());
+    bool ok = false;
+    int64_t until = now_ms() + 10000;
+    while (!ok && now_ms() < until) {
+        ok = p.ensure_ready();
+        if (!ok) sleep_ms(100);
+    }
+    CHECK(ok);
+    CHECK(p.state() == NatsState::Connected);
+    CHECK(drive(p, [&] { return p.acked_through() == 1; }, 10000));
+    Client cl(srv.url());
+    CHECK(cl.ok());
+    if (cl.ok()) CHECK_EQ(cl.count("CREEK_e"), uint64_t(1));
+}
+
+// (f) service subscriptions: a request from another connection is received
+// by next_request and answered with respond.
+TEST(service_request_reply) {
+    NatsServer srv;
+    CHECK(srv.start());
+    Publisher p(make_config(srv, "CREEK_f", "CREEK.f.>"));
+    CHECK(p.subscribe("T._schemas"));       // before connecting: subscribed on connect
+    CHECK(p.ensure_ready());
+    CHECK(p.subscribe("T._other"));          // after connecting
+    CHECK(p.subscribe("T._schemas"));       // twice: harmless
+    creek::ServiceRequest req;
+    CHECK(!p.next_request(req));
+
+    Client cl(srv.url());
+    CHECK(cl.ok());
+    if (!cl.ok()) return;
+    natsInbox *inbox = nullptr;
+    natsInbox_Create(&inbox);
+    natsSubscription *replies = nullptr;
+    CHECK(natsConnection_SubscribeSync(&replies, cl.nc, inbox) == NATS_OK);
+    struct Case { const char *subject, *data, *answer; };
+    for (Case k : {Case{"T._schemas", "fingerprint 42", "schema for 42"},
+                   Case{"T._other", "ping", "pong"}}) {
+        CHECK(natsConnection_PublishRequestString(cl.nc, k.subject, inbox, k.data) == NATS_OK);
+        natsConnection_FlushTimeout(cl.nc, 2000);
+        bool got = false;
+        int64_t until = now_ms() + 5000;
+        while (!got && now_ms() < until) {
+            got = p.next_request(req);
+            if (!got) sleep_ms(5);
+        }
+        CHECK(got);
+        if (!got) continue;
+        CHECK_EQ(req.subject, std::string(k.subject));
+        CHECK_EQ(req.data, std::string(k.data));
+        CHECK_EQ(req.reply, std::string(inbox));
+        CHECK(p.respond(req.reply, k.answer));
+        natsMsg *m = nullptr;
+        CHECK(natsSubscription_NextMsg(&m, replies, 5000) == NATS_OK);
+        if (m) {
+            CHECK_EQ(std::string(natsMsg_GetData(m), size_t(natsMsg_GetDataLength(m))),
+                     std::string(k.answer));
+            natsMsg_Destroy(m);
+        }
+    }
+    CHECK(!p.next_request(req));
+    // a message without reply subject
+    CHECK(natsConnection_PublishString(cl.nc, "T._schemas", "no reply") == NATS_OK);
+    natsConnection_FlushTimeout(cl.nc, 2000);
+    bool got = false;
+    int64_t until = now_ms() + 5000;
+    while (!got && now_ms() < until) {
+        got = p.next_request(req);
+        if (!got) sleep_ms(5);
+    }
+    CHECK(got);
+    CHECK(req.reply.empty());
+    CHECK_EQ(req.data, std::string("no reply"));
+    natsSubscription_Destroy(replies);
+    natsInbox_Destroy(inbox);
+}
+
+// (g) a message larger than the server's max_payload: a clear error, and
+// acked_through never passes it.
+TEST(too_big_message_is_not_skipped) {
+    NatsServer srv;
+    CHECK(srv.start());
+    PublisherConfig c = make_config(srv, "CREEK_g", "CREEK.g.>");
+    c.retry_backoff_min_ms = 20;
+    c.retry_backoff_max_ms = 200;
+    Publisher p(c);
+    CHECK(p.ensure_ready());
+    std::string small = "small", big(2 * 1024 * 1024, 'x');
+    p.enqueue("CREEK.g.x", "g-1", small.data(), small.size());
+    p.enqueue("CREEK.g.x", "g-2", big.data(), big.size());
+    p.enqueue("CREEK.g.x", "g-3", small.data(), small.size());
+    drive(p, [&] { return contains(p.last_error(), "Maximum Payload"); }, 5000);
+    drive(p, [] { return false; }, 500);   // let a few retries happen
+    std::printf("  (expected) %s\n", p.last_error().c_str());
+    CHECK(contains(p.last_error(), "could not publish message g-2 to CREEK.g.x"));
+    CHECK(contains(p.last_error(), "Maximum Payload"));
+    CHECK_EQ(p.acked_through(), uint64_t(1));
+    CHECK_EQ(p.last_position(), uint64_t(3));
+    CHECK(p.queued() >= 1);
+    Client cl(srv.url());
+    CHECK(cl.ok());
+    if (cl.ok()) CHECK_EQ(cl.count("CREEK_g"), uint64_t(1));
+}
+
+TEST_MAIN()
