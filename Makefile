@@ -1,7 +1,7 @@
 # creek: PGXS build. C++17, linked against nats.c and avro-c.
 EXTENSION  = creek
 MODULE_big = creek
-DATA       = $(wildcard sql/creek--*.sql)
+DATA       = $(wildcard creek--*.sql)
 PGFILEDESC = "creek - stream committed row changes to NATS JetStream as Avro"
 
 SRCS = src/module.cpp src/settings.cpp src/shmem.cpp src/stat_views.cpp \
@@ -10,8 +10,8 @@ SRCS = src/module.cpp src/settings.cpp src/shmem.cpp src/stat_views.cpp \
        src/publisher.cpp src/fingerprint.cpp src/subjects.cpp src/json_text.cpp
 OBJS = $(SRCS:.cpp=.o)
 
-REGRESS      = setup add_remove stat_view errors
-REGRESS_OPTS = --inputdir=test/regress --outputdir=test/regress/out --load-extension=creek
+REGRESS      = add_remove errors stat_view settings
+REGRESS_OPTS = --load-extension=creek
 
 PG_CONFIG ?= pg_config
 PG_CXXFLAGS = -std=c++17 -Wno-register -fno-omit-frame-pointer -Wall -Wno-missing-field-initializers

@@ -29,6 +29,49 @@ static void creek_xact_callback(XactEvent event, void *arg)
     }
 }
 
+static ProcessUtility_hook_type prev_process_utility = nullptr;
+
+// DROP DATABASE: the database's worker holds a connection and a slot, either
+// of which makes the drop fail. Ask it to drop its slot and exit first.
+static void stop_worker_of(const char *dbname)
+{
+    Oid dboid = get_database_oid(dbname, true);
+    if (!OidIsValid(dboid) || creek_shared == nullptr)
+        return;
+    for (int i = 0; i < 150; i++) {
+        CreekDbEntry *e = nullptr;
+        SpinLockAcquire(&creek_shared->mutex);
+        e = creek_find_db(dboid);
+        if (e != nullptr) {
+            SpinLockAcquire(&e->mutex);
+            e->exit_requested = true;
+            if (e->latch)
+                SetLatch(e->latch);
+            SpinLockRelease(&e->mutex);
+        }
+        SpinLockRelease(&creek_shared->mutex);
+        if (e == nullptr)
+            return;
+        (void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100,
+                         PG_WAIT_EXTENSION);
+        ResetLatch(MyLatch);
+        CHECK_FOR_INTERRUPTS();
+    }
+}
+
+static void creek_process_utility(PlannedStmt *pstmt, const char *query, bool read_only_tree,
+                                  ProcessUtilityContext context, ParamListInfo params,
+                                  QueryEnvironment *env, DestReceiver *dest, QueryCompletion *qc)
+{
+    Node *stmt = pstmt->utilityStmt;
+    if (IsA(stmt, DropdbStmt))
+        stop_worker_of(((DropdbStmt *) stmt)->dbname);
+    if (prev_process_utility)
+        prev_process_utility(pstmt, query, read_only_tree, context, params, env, dest, qc);
+    else
+        standard_ProcessUtility(pstmt, query, read_only_tree, context, params, env, dest, qc);
+}
+
 void _PG_init(void)
 {
     creek_define_settings();
@@ -37,4 +80,6 @@ void _PG_init(void)
     creek_shmem_install_hooks();
     creek_register_launcher();
     RegisterXactCallback(creek_xact_callback, nullptr);
+    prev_process_utility = ProcessUtility_hook;
+    ProcessUtility_hook = creek_process_utility;
 }

@@ -100,6 +100,7 @@ CreekDbEntry *creek_claim_db(Oid dboid)
             }
             e->started_at = GetCurrentTimestamp();
             e->drop_requested = false;
+            e->exit_requested = false;
             SpinLockRelease(&e->mutex);
             pg_atomic_write_u64(&e->last_decoded_lsn, 0);
             pg_atomic_write_u64(&e->confirmed_lsn, 0);

@@ -20,6 +20,7 @@ typedef struct CreekDbEntry {
     TimestampTz last_error_at;
     TimestampTz started_at;
     bool drop_requested;        // the extension is being dropped: check now
+    bool exit_requested;        // DROP DATABASE: drop the slot and exit
     // written by the owning worker only
     pg_atomic_uint64 last_decoded_lsn;
     pg_atomic_uint64 confirmed_lsn;

@@ -26,10 +26,16 @@ static const char *relkind_noun(char relkind)
     }
 }
 
+static char *qualified_name_of(Oid nsp, const char *relname)
+{
+    if (isAnyTempNamespace(nsp))
+        return pstrdup(quote_identifier(relname));
+    return quote_qualified_identifier(get_namespace_name(nsp), relname);
+}
+
 static char *qualified_name(Relation rel)
 {
-    return quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
-                                      RelationGetRelationName(rel));
+    return qualified_name_of(RelationGetNamespace(rel), RelationGetRelationName(rel));
 }
 
 // Checks that rel can be published; errors otherwise.
@@ -76,6 +82,22 @@ static void warn_without_identity(Relation rel)
                  errhint("Add a primary key, or use ALTER TABLE ... REPLICA IDENTITY FULL.")));
 }
 
+static bool extension_created_in_this_transaction()
+{
+    ScanKeyData key;
+    bool mine = false;
+    Relation rel = table_open(ExtensionRelationId, AccessShareLock);
+    ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+                CStringGetDatum("creek"));
+    SysScanDesc scan = systable_beginscan(rel, ExtensionNameIndexId, true, nullptr, 1, &key);
+    HeapTuple tup = systable_getnext(scan);
+    if (tup != nullptr)
+        mine = TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tup->t_data));
+    systable_endscan(scan);
+    table_close(rel, AccessShareLock);
+    return mine;
+}
+
 // A table can be added only once the worker's slot exists, so that no change
 // committed after creek.add_table() returns can be missed. Waits for it.
 static void wait_for_slot()
@@ -93,6 +115,22 @@ static void wait_for_slot()
                  errmsg("creek requires wal_level = logical"),
                  errhint("Set wal_level = logical in postgresql.conf and restart the server.")));
     creek_slot_name(MyDatabaseId, name, sizeof name);
+    if (creek_slot_ready(name))
+        return;
+    // The worker's slot waits for every transaction with an xid to end: this
+    // one must not hold one while it waits for the slot.
+    if (extension_created_in_this_transaction())
+        ereport(ERROR,
+                (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                 errmsg("cannot publish a table in the transaction that created the creek extension"),
+                 errdetail("creek's worker creates its replication slot once CREATE EXTENSION has committed."),
+                 errhint("Commit, then call creek.add_table().")));
+    if (TransactionIdIsValid(GetTopTransactionIdIfAny()))
+        ereport(ERROR,
+                (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                 errmsg("creek's replication slot \"%s\" does not exist yet", name),
+                 errdetail("The slot cannot be created while this transaction, which has written data, is open."),
+                 errhint("Call creek.add_table() in a transaction of its own.")));
     for (int i = 0; !creek_slot_ready(name); i++) {
         if (i == 0)
             (void) creek_request_launch(MyDatabaseId);
@@ -146,10 +184,12 @@ extern "C" Datum creek_remove_table(PG_FUNCTION_ARGS)
 {
     Oid relid = PG_GETARG_OID(0);
     if (run_one("DELETE FROM creek.tables WHERE relid = $1", relid) == 0) {
-        char *name = get_rel_name(relid);
+        char *relname = get_rel_name(relid);
+        char *name = relname ? qualified_name_of(get_rel_namespace(relid), relname)
+                             : psprintf("%u", relid);
         ereport(ERROR,
                 (errcode(ERRCODE_UNDEFINED_OBJECT),
-                 errmsg("table \"%s\" is not published by creek", name ? name : "?"),
+                 errmsg("table \"%s\" is not published by creek", name),
                  errhint("See creek.tables for the published tables.")));
     }
     PG_RETURN_VOID();

@@ -380,11 +380,19 @@ static void stream_loop(CreekStream *st)
             saved_lsn = confirmed_lsn;
             last_save = now;
         }
-        bool drop_requested;
+        bool drop_requested, exit_requested;
         SpinLockAcquire(&st->entry->mutex);
         drop_requested = st->entry->drop_requested;
+        exit_requested = st->entry->exit_requested;
         st->entry->drop_requested = false;
         SpinLockRelease(&st->entry->mutex);
+        if (exit_requested) {
+            ereport(LOG, (errmsg("creek: database is being dropped: dropping replication slot \"%s\"",
+                                 slot_name)));
+            creek_slot_drop(decoding_ctx, slot_name);
+            decoding_ctx = nullptr;
+            proc_exit(0);
+        }
         if (drop_requested || TimestampDifferenceExceeds(last_ext_check, now, 2000)) {
             last_ext_check = now;
             if (current_extension_oid() != extension_oid) {
@@ -419,7 +427,6 @@ static void trust_own_output_plugin()
         return;
     char *value = psprintf("%s%screek", libs, libs[0] ? ", " : "");
     SetConfigOption("output_plugin_libraries", value, PGC_SUSET, PGC_S_OVERRIDE);
-    elog(LOG, "creek: output_plugin_libraries now %s", GetConfigOption("output_plugin_libraries", true, false));
     pfree(value);
 }
 

@@ -1,0 +1,18 @@
+-- creek.* settings: defaults, and clear errors for bad values.
+SHOW creek.namespace;
+SHOW creek.max_in_flight;
+SHOW creek.producer_name;
+SHOW creek.ack_timeout;
+SHOW creek.stream_storage;
+SHOW creek.stream_duplicate_window;
+
+-- settings that need a reload cannot be set in a session
+SET creek.namespace = 'OTHER';
+-- bad values are refused when set
+ALTER SYSTEM SET creek.namespace = 'a.b';
+ALTER SYSTEM SET creek.namespace = '';
+ALTER SYSTEM SET creek.max_in_flight = 0;
+ALTER SYSTEM SET creek.stream_storage = 'disk';
+ALTER SYSTEM SET creek.nats_url = '';
+-- the creek. prefix is reserved
+SET creek.no_such_setting = 1;
