@@ -1,0 +1,65 @@
+-- creek's catalog objects: schema, tables, functions, view.
+BEGIN;
+SELECT plan(27);
+
+SELECT has_extension('creek');
+SELECT has_schema('creek');
+SELECT is((SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'creek'), 'creek', 'creek lives in schema creek');
+
+SELECT has_table('creek', 'tables', 'creek.tables exists');
+SELECT columns_are('creek', 'tables', ARRAY['relid', 'added_at']);
+SELECT col_type_is('creek', 'tables', 'relid', 'regclass', 'creek.tables.relid is a regclass');
+SELECT col_is_pk('creek', 'tables', 'relid', 'creek.tables is keyed by relid');
+SELECT ok((SELECT 'user_catalog_table=true' = ANY (reloptions) FROM pg_class
+           WHERE oid = 'creek.tables'::regclass),
+          'creek.tables is a user catalog table (read with the historic snapshot while decoding)');
+
+SELECT has_table('creek', 'schemas', 'creek.schemas exists');
+SELECT columns_are('creek', 'schemas', ARRAY['fingerprint', 'source', 'schema_json', 'created_at']);
+SELECT col_is_pk('creek', 'schemas', ARRAY['fingerprint', 'source'], 'creek.schemas is keyed by fingerprint and source');
+
+SELECT has_view('creek', 'pg_stat_creek', 'creek.pg_stat_creek exists');
+SELECT columns_are('creek', 'pg_stat_creek', ARRAY[
+    'datid', 'datname', 'pid', 'state', 'nats_state', 'slot_name', 'last_decoded_lsn',
+    'confirmed_lsn', 'messages_published', 'bytes_published', 'messages_in_flight',
+    'last_error', 'last_error_at', 'started_at']);
+
+SELECT has_function('creek', 'add_table', ARRAY['regclass']);
+SELECT function_returns('creek', 'add_table', ARRAY['regclass'], 'void');
+SELECT is_strict('creek', 'add_table', ARRAY['regclass']);
+SELECT has_function('creek', 'remove_table', ARRAY['regclass']);
+SELECT function_returns('creek', 'remove_table', ARRAY['regclass'], 'void');
+SELECT is_strict('creek', 'remove_table', ARRAY['regclass']);
+
+SELECT ok(EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'creek_sql_drop' AND evtevent = 'sql_drop'),
+          'an event trigger forgets dropped tables');
+
+-- every object belongs to the extension (DROP EXTENSION removes them)
+SELECT ok(NOT EXISTS (
+    SELECT 1 FROM pg_class c
+    WHERE c.relnamespace = 'creek'::regnamespace AND c.relkind IN ('r', 'v')
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                      WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                        AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e')),
+    'every creek table and view is a member of the extension');
+SELECT ok(NOT EXISTS (
+    SELECT 1 FROM pg_proc p
+    WHERE p.pronamespace = 'creek'::regnamespace
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                      WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                        AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e')),
+    'every creek function is a member of the extension');
+
+-- the configuration tables are dumped by pg_dump
+SELECT ok((SELECT 'creek.tables'::regclass::oid = ANY (extconfig) FROM pg_extension WHERE extname = 'creek'),
+          'creek.tables is dumped with the database');
+SELECT ok((SELECT 'creek.schemas'::regclass::oid = ANY (extconfig) FROM pg_extension WHERE extname = 'creek'),
+          'creek.schemas is dumped with the database');
+
+-- settings are defined and the prefix is reserved
+SELECT is(current_setting('creek.namespace'), 'CREEK', 'creek.namespace defaults to CREEK');
+SELECT ok(current_setting('creek.max_in_flight')::int > 0, 'creek.max_in_flight is positive');
+SELECT throws_ok($$SET creek.typo_setting = 1$$, '42602', NULL, 'unknown creek.* settings are refused');
+
+SELECT * FROM finish();
+ROLLBACK;
