@@ -1,0 +1,587 @@
+"""Helpers for creek's end-to-end tests (test_streaming, test_faults,
+test_lifecycle).
+
+  PgConn        a minimal PostgreSQL client (simple query protocol over TCP,
+                trust auth, stdlib only): a session that stays open, so tests
+                can interleave transactions and know exactly which COMMIT
+                returned before a crash.
+  read_stream   every message of a JetStream stream, fast (an ephemeral pull
+                consumer; natsclient.stream_messages does one request per
+                message).
+  CreekDb       one database with creek installed: SQL, pg_stat_creek, its
+                streams, and the decoded row messages it published.
+"""
+
+import base64
+import datetime
+import json
+import os
+import socket
+import struct
+import threading
+import time
+import uuid as uuidlib
+
+import avrocheck
+from helpers import wait_until
+from natsclient import NatsClient
+from servers import HOST, quote_ident
+
+NAMESPACE = "CREEK"
+
+
+# ---------------------------------------------------------------------------
+# LSNs and subject tokens
+
+def lsn_int(text):
+    """'16/B374D848' -> int."""
+    hi, lo = text.split("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+def lsn_text(v):
+    return "%X/%X" % (v >> 32, v & 0xFFFFFFFF)
+
+
+def subject_token(name):
+    """protocol.md, "Subject tokens"."""
+    out = []
+    for b in name.encode("utf-8"):
+        c = chr(b)
+        if ("A" <= c <= "Z") or ("a" <= c <= "z") or ("0" <= c <= "9") or c in "_-":
+            out.append(c)
+        else:
+            out.append("%%%02X" % b)
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------------
+# A minimal PostgreSQL client
+
+class PgError(Exception):
+    """An ErrorResponse: .fields maps the field codes ('S', 'C', 'M', 'D', ...)."""
+
+    def __init__(self, fields):
+        self.fields = fields
+        self.sqlstate = fields.get("C")
+        self.message = fields.get("M", "")
+        super().__init__("%s: %s (%s)%s" % (fields.get("S", "ERROR"), self.message, self.sqlstate,
+                                             ("\nDETAIL: " + fields["D"]) if "D" in fields else ""))
+
+
+class PgConn:
+    """One session to Postgres (user postgres, trust auth, 127.0.0.1).
+
+    query(sql) runs sql (several statements allowed, simple query protocol)
+    and returns the rows of the last statement that returned rows, as tuples
+    of str (None for NULL), i.e. the text output of each type. Raises PgError
+    on an SQL error (the session stays usable) and ConnectionError when the
+    server goes away."""
+
+    def __init__(self, port, db="postgres", user="postgres", host=HOST, timeout=60,
+                 appname="creek-e2e"):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = bytearray()
+        self.notices = []
+        self.params = {}
+        self.backend_pid = None
+        body = struct.pack("!i", 196608)
+        for k, v in (("user", user), ("database", db), ("application_name", appname),
+                     ("client_encoding", "UTF8")):
+            body += k.encode() + b"\0" + v.encode() + b"\0"
+        body += b"\0"
+        self.sock.sendall(struct.pack("!i", len(body) + 4) + body)
+        while True:
+            t, payload = self._read_msg()
+            if t == b"R":
+                code = struct.unpack("!i", payload[:4])[0]
+                if code != 0:
+                    raise ConnectionError("server wants authentication method %d" % code)
+            elif t == b"E":
+                raise PgError(self._fields(payload))
+            elif t == b"Z":
+                return
+            else:
+                self._other(t, payload)
+
+    def _recv(self):
+        try:
+            chunk = self.sock.recv(1 << 16)
+        except OSError as e:
+            raise ConnectionError("connection to postgres lost: %s" % e)
+        if not chunk:
+            raise ConnectionError("connection to postgres closed")
+        self.buf += chunk
+
+    def _read_msg(self):
+        while len(self.buf) < 5:
+            self._recv()
+        t = bytes(self.buf[:1])
+        n = struct.unpack("!i", self.buf[1:5])[0]
+        while len(self.buf) < 1 + n:
+            self._recv()
+        payload = bytes(self.buf[5:1 + n])
+        del self.buf[:1 + n]
+        return t, payload
+
+    @staticmethod
+    def _fields(payload):
+        out = {}
+        for part in payload.split(b"\0"):
+            if part:
+                out[chr(part[0])] = part[1:].decode("utf-8", "replace")
+        return out
+
+    def _other(self, t, payload):
+        if t == b"S":
+            k, v = payload.split(b"\0")[:2]
+            self.params[k.decode()] = v.decode()
+        elif t == b"K":
+            self.backend_pid = struct.unpack("!i", payload[:4])[0]
+        elif t == b"N":
+            self.notices.append(self._fields(payload))
+        # 'A' (notification) and anything else: ignored
+
+    def query(self, sql):
+        data = sql.encode("utf-8") + b"\0"
+        try:
+            self.sock.sendall(b"Q" + struct.pack("!i", len(data) + 4) + data)
+        except OSError as e:
+            raise ConnectionError("connection to postgres lost: %s" % e)
+        rows = None
+        cur = None
+        error = None
+        while True:
+            t, payload = self._read_msg()
+            if t == b"T":
+                cur = []
+            elif t == b"D":
+                n = struct.unpack("!h", payload[:2])[0]
+                pos = 2
+                row = []
+                for _ in range(n):
+                    ln = struct.unpack("!i", payload[pos:pos + 4])[0]
+                    pos += 4
+                    if ln < 0:
+                        row.append(None)
+                    else:
+                        row.append(payload[pos:pos + ln].decode("utf-8"))
+                        pos += ln
+                cur.append(tuple(row))
+            elif t == b"C":
+                if cur is not None:
+                    rows = cur
+                cur = None
+            elif t == b"E":
+                error = PgError(self._fields(payload))
+            elif t == b"Z":
+                self.txn_status = payload[:1]
+                if error is not None:
+                    raise error
+                return rows if rows is not None else []
+            elif t == b"I":
+                pass
+            else:
+                self._other(t, payload)
+
+    def scalar(self, sql):
+        rows = self.query(sql)
+        return rows[0][0] if rows else None
+
+    def close(self):
+        try:
+            self.sock.sendall(b"X" + struct.pack("!i", 4))
+        except OSError:
+            pass
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ---------------------------------------------------------------------------
+# Reading JetStream streams
+
+class StreamMsg:
+    __slots__ = ("subject", "headers", "data", "seq", "ts_ns")
+
+    def __init__(self, subject, headers, data, seq, ts_ns):
+        self.subject = subject
+        self.headers = headers
+        self.data = data
+        self.seq = seq
+        self.ts_ns = ts_ns
+
+    @property
+    def msg_id(self):
+        return self.headers.get("Nats-Msg-Id")
+
+    def __repr__(self):
+        return "StreamMsg(seq=%r, subject=%r, id=%r, %d bytes)" % (
+            self.seq, self.subject, self.msg_id, len(self.data))
+
+
+def read_stream(client, stream, start_seq=1, filter_subject=None, batch=1000, timeout=60):
+    """Every message of `stream` from start_seq on, in stream order, through an
+    ephemeral pull consumer (ack none). Returns [] when the stream is absent."""
+    info = client.stream_info(stream)
+    if info is None:
+        return []
+    last = info["state"].get("last_seq", 0)
+    if last < start_seq or info["state"].get("messages", 0) == 0:
+        return []
+    cfg = {"ack_policy": "none", "inactive_threshold": 60 * 10**9,
+           "replay_policy": "instant"}
+    if start_seq > 1:
+        cfg.update(deliver_policy="by_start_sequence", opt_start_seq=start_seq)
+    else:
+        cfg["deliver_policy"] = "all"
+    if filter_subject:
+        cfg["filter_subject"] = filter_subject
+    r = client.js_api("CONSUMER.CREATE." + stream, {"stream_name": stream, "config": cfg})
+    assert r is not None and "error" not in r, "cannot create a consumer on %s: %r" % (stream, r)
+    name = r["name"]
+    inbox = "_INBOX.creek-e2e-" + uuidlib.uuid4().hex
+    sid = client.subscribe(inbox)
+    out = []
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            client.publish("$JS.API.CONSUMER.MSG.NEXT.%s.%s" % (stream, name),
+                           json.dumps({"batch": batch, "no_wait": True}).encode(), reply=inbox)
+            n = 0
+            done = False
+            while n < batch:
+                left = deadline - time.monotonic()
+                assert left > 0, "reading stream %s timed out after %d messages" % (stream, len(out))
+                m = client.next_msg(sid, min(left, 10))
+                assert m is not None, "no reply from the consumer of %s" % stream
+                if m.status is not None:
+                    done = True  # 404 / 408: nothing more right now
+                    break
+                tok = m.reply.split(".")
+                # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
+                seq, ts, pending = int(tok[-4]), int(tok[-2]), int(tok[-1])
+                out.append(StreamMsg(m.subject, m.headers, m.data, seq, ts))
+                n += 1
+                if seq >= last and pending == 0:
+                    done = True
+                    break
+            if done:
+                break
+    finally:
+        try:
+            client.unsubscribe(sid)
+            client.js_api("CONSUMER.DELETE.%s.%s" % (stream, name), timeout=2)
+        except Exception:
+            pass
+    return out
+
+
+def stream_count(client, stream):
+    info = client.stream_info(stream)
+    return 0 if info is None else info["state"].get("messages", 0)
+
+
+# ---------------------------------------------------------------------------
+# Decoded row messages
+
+class RowMsg:
+    """A decoded row change and where it came from."""
+
+    def __init__(self, smsg, body, schema_json):
+        self.raw = smsg
+        self.subject = smsg.subject
+        self.seq = smsg.seq
+        self.msg_id = smsg.msg_id
+        self.body = body
+        self.schema_json = schema_json
+        self.op = body["op"]
+        self.source = body["source"]
+        self.before = body["before"]
+        self.after = body["after"]
+
+    @property
+    def commit_lsn(self):
+        return lsn_int(self.source["last_lsn"])
+
+    @property
+    def index(self):
+        return int(self.msg_id.rsplit("/", 1)[1])
+
+    def __repr__(self):
+        return "RowMsg(seq=%d, id=%s, %s.%s op=%s before=%r after=%r)" % (
+            self.seq, self.msg_id, self.source["schema"], self.source["table"], self.op,
+            _short(self.before), _short(self.after))
+
+
+def _short(v):
+    s = repr(v)
+    return s if len(s) < 200 else s[:200] + "..."
+
+
+def payload_fingerprint_b64(payload):
+    return avrocheck.b64url(payload[2:10])
+
+
+# ---------------------------------------------------------------------------
+# A database with creek installed
+
+_db_counter = [0]
+
+
+def unique_db_name(prefix):
+    _db_counter[0] += 1
+    return "%s_%d_%d" % (prefix, os.getpid() % 10000, _db_counter[0])
+
+
+class CreekDb:
+    """A database of `pg` with the creek extension, and its streams on `nats`."""
+
+    def __init__(self, pg, nats_url, name, create=True, start_timeout=15):
+        self.pg = pg
+        self.nats_url = nats_url
+        self.name = name
+        self.client = NatsClient(nats_url, timeout=10)
+        self.schemas = {}   # fingerprint b64 -> schema JSON text
+        if create:
+            pg.psql("CREATE DATABASE %s" % quote_ident(name))
+            self.sql("CREATE EXTENSION creek")
+            self.wait_streaming(start_timeout)
+        self.oid = int(pg.scalar("SELECT oid FROM pg_database WHERE datname = '%s'" % name))
+
+    # -- names ----------------------------------------------------------------
+    @property
+    def token(self):
+        return subject_token(self.name)
+
+    @property
+    def wal_stream(self):
+        return "%s_%s_wal" % (NAMESPACE, self.token)
+
+    @property
+    def schema_stream(self):
+        return "%s_%s_schema" % (NAMESPACE, self.token)
+
+    @property
+    def snap_stream(self):
+        return "%s_%s_snap" % (NAMESPACE, self.token)
+
+    @property
+    def slot_name(self):
+        return "creek_%d" % self.oid
+
+    def wal_subject(self, schema, table):
+        return "%s.%s.wal.%s.%s" % (NAMESPACE, self.token, subject_token(schema),
+                                    subject_token(table))
+
+    def schema_subject(self, schema, table):
+        return "%s.%s.schema.%s.%s" % (NAMESPACE, self.token, subject_token(schema),
+                                       subject_token(table))
+
+    # -- SQL --------------------------------------------------------------------
+    def sql(self, sql, check=True):
+        return self.pg.psql(sql, db=self.name, check=check)
+
+    def query(self, sql):
+        return self.pg.query(sql, db=self.name)
+
+    def scalar(self, sql):
+        return self.pg.scalar(sql, db=self.name)
+
+    def connect(self, **kw):
+        return PgConn(self.pg.port, self.name, **kw)
+
+    def add_table(self, tbl):
+        self.sql("SELECT creek.add_table(%s)" % _literal(tbl))
+
+    def remove_table(self, tbl):
+        self.sql("SELECT creek.remove_table(%s)" % _literal(tbl))
+
+    def stat(self):
+        """This database's row of creek.pg_stat_creek as a dict, or None."""
+        rows = self.pg.query(
+            "SELECT datid, datname, pid, state, nats_state, slot_name, last_decoded_lsn, "
+            "confirmed_lsn, messages_published, bytes_published, messages_in_flight, "
+            "coalesce(last_error, ''), last_error_at, started_at "
+            "FROM creek.pg_stat_creek WHERE datname = current_database()", db=self.name)
+        if not rows:
+            return None
+        keys = ("datid", "datname", "pid", "state", "nats_state", "slot_name",
+                "last_decoded_lsn", "confirmed_lsn", "messages_published", "bytes_published",
+                "messages_in_flight", "last_error", "last_error_at", "started_at")
+        return dict(zip(keys, rows[0]))
+
+    def wait_streaming(self, timeout=15):
+        def ok():
+            s = self.stat()
+            return s if s and s["state"] == "streaming" and s["nats_state"] == "connected" \
+                and s["pid"] not in (None, "0") else None
+        return wait_until(ok, timeout, 0.1, "creek worker of %s streaming (last: %r)"
+                          % (self.name, _safe(self.stat)))
+
+    def slot(self):
+        rows = self.pg.query("SELECT slot_name, plugin, active, confirmed_flush_lsn "
+                             "FROM pg_replication_slots WHERE slot_name = '%s'" % self.slot_name)
+        return rows[0] if rows else None
+
+    # -- streams ---------------------------------------------------------------
+    def wal_count(self):
+        return stream_count(self.client, self.wal_stream)
+
+    def wait_wal_count(self, n, timeout=30, exact=True):
+        """Wait until the wal stream holds n messages; with exact, check it
+        does not go past n (settles for a moment)."""
+        wait_until(lambda: self.wal_count() >= n, timeout, 0.1,
+                   "%d messages in %s (have %d)" % (n, self.wal_stream, _safe(self.wal_count)))
+        if exact:
+            time.sleep(0.3)
+            got = self.wal_count()
+            assert got == n, "%s holds %d messages, expected %d" % (self.wal_stream, got, n)
+
+    def schema_messages(self):
+        return read_stream(self.client, self.schema_stream)
+
+    def load_schemas(self):
+        for m in self.schema_messages():
+            doc = json.loads(m.data.decode("utf-8"))
+            self.schemas[doc["fingerprint"]] = doc["schema"]
+        return self.schemas
+
+    def lookup_schema(self, fp_b64, timeout=5):
+        """Asks the schema service (NS._schemas); the reply's JSON or None."""
+        r = self.client.request(NAMESPACE + "._schemas", fp_b64.encode(), timeout=timeout)
+        return None if r is None else json.loads(r.decode("utf-8"))
+
+    def decode(self, smsg):
+        fp = payload_fingerprint_b64(smsg.data)
+        if fp not in self.schemas:
+            self.load_schemas()
+        assert fp in self.schemas, "no schema with fingerprint %s in %s (message %r)" % (
+            fp, self.schema_stream, smsg)
+        schema = self.schemas[fp]
+        body = avrocheck.decode_single_object(smsg.data, schema)
+        return RowMsg(smsg, body, schema)
+
+    def rows(self, start_seq=1, filter_subject=None):
+        """Every row message of the wal stream, decoded, in stream order."""
+        return [self.decode(m) for m in read_stream(self.client, self.wal_stream, start_seq,
+                                                    filter_subject)]
+
+    def close(self):
+        try:
+            self.client.close()
+        except Exception:
+            pass
+
+    def drop(self, timeout=20):
+        """Best effort: drop the extension (the worker drops its slot), then
+        the database, so the shared cluster gets its slot and worker back."""
+        try:
+            self.sql("DROP EXTENSION IF EXISTS creek CASCADE")
+            wait_until(lambda: self.slot() is None, timeout, 0.2, "slot dropped")
+            self.pg.psql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % quote_ident(self.name))
+        except Exception:
+            pass
+        self.close()
+
+
+def _literal(s):
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _safe(fn):
+    try:
+        return fn()
+    except Exception as e:
+        return "<%s>" % e
+
+
+# ---------------------------------------------------------------------------
+# Assertions shared by the tests
+
+def assert_msg_ids(rows):
+    """Nats-Msg-Id is "<commit lsn>/<index>", unique, indexes 0.. per
+    transaction in stream order, commit LSNs never decrease, and the commit
+    LSN equals source.last_lsn."""
+    seen = set()
+    prev_commit = -1
+    expect_index = 0
+    for r in rows:
+        assert r.msg_id is not None, "message without Nats-Msg-Id: %r" % r
+        assert r.msg_id not in seen, "duplicate Nats-Msg-Id %s" % r.msg_id
+        seen.add(r.msg_id)
+        prefix, idx = r.msg_id.rsplit("/", 1)
+        assert prefix == r.source["last_lsn"], "msg id %s but last_lsn %s" % (
+            r.msg_id, r.source["last_lsn"])
+        assert idx.isdigit() and str(int(idx)) == idx, "bad index in msg id %s" % r.msg_id
+        commit = lsn_int(prefix)
+        assert commit >= prev_commit, "commit LSN goes back at %r (previous %s)" % (
+            r, lsn_text(prev_commit))
+        if commit != prev_commit:
+            expect_index = 0
+        assert int(idx) == expect_index, "msg id %s: expected index %d" % (r.msg_id, expect_index)
+        expect_index += 1
+        assert lsn_int(r.source["lsn"]) < commit, "change lsn %s not before commit %s" % (
+            r.source["lsn"], prefix)
+        prev_commit = commit
+
+
+def us_to_naive_dt(us):
+    """local-timestamp-micros (decoded raw) -> naive datetime."""
+    return datetime.datetime(1970, 1, 1) + datetime.timedelta(microseconds=us)
+
+
+class BackgroundWriter(threading.Thread):
+    """Inserts rows id = 1..n into `table` (id int primary key, payload text),
+    one transaction per row, on its own session, at about `rate` rows/s.
+    .acked holds the ids whose INSERT returned; .error the exception that
+    ended it early (e.g. the server crashed). With reconnect, a lost session
+    is reopened (and the row whose result was lost is retried; it may
+    already exist: a unique violation then counts as committed)."""
+
+    def __init__(self, port, db, table, n, rate=300, start_id=1):
+        super().__init__(daemon=True)
+        self.port, self.db, self.table, self.n, self.rate = port, db, table, n, rate
+        self.start_id = start_id
+        self.acked = []
+        self.error = None
+        self.stop_flag = threading.Event()
+        self.progress = threading.Event()
+
+    def run(self):
+        try:
+            conn = PgConn(self.port, self.db, appname="creek-e2e-writer")
+        except Exception as e:
+            self.error = e
+            return
+        t0 = time.monotonic()
+        try:
+            for i in range(self.start_id, self.start_id + self.n):
+                if self.stop_flag.is_set():
+                    break
+                conn.query("INSERT INTO %s (id, payload) VALUES (%d, 'row %d')"
+                           % (self.table, i, i))
+                self.acked.append(i)
+                self.progress.set()
+                # pace: row k at t0 + k/rate
+                ahead = t0 + (i - self.start_id + 1) / self.rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+        except Exception as e:
+            self.error = e
+        finally:
+            conn.close()
+
+    def wait_acked(self, k, timeout=30):
+        wait_until(lambda: len(self.acked) >= k or self.error or not self.is_alive(), timeout,
+                   0.02, "writer to insert %d rows" % k)
+        assert len(self.acked) >= k, "writer stopped after %d rows: %r" % (
+            len(self.acked), self.error)
