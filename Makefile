@@ -15,7 +15,7 @@ REGRESS_OPTS = --load-extension=creek
 
 PG_CONFIG ?= pg_config
 PG_CXXFLAGS = -std=c++17 -Wno-register -fno-omit-frame-pointer -Wall -Wno-missing-field-initializers
-PG_CPPFLAGS = -Isrc
+PG_CPPFLAGS = -Isrc -DCREEK_PG
 SHLIB_LINK  = -lnats -lavro -lstdc++ -lpthread
 
 # Debian's PGXS would also compile C++ to LLVM bitcode with clang, without our

@@ -6,7 +6,6 @@
 // Postgres errors with PG_TRY. Their frames hold no C++ objects with
 // destructors while Postgres functions run; C++ exceptions are caught here and
 // turned into ereport(ERROR).
-#define CREEK_PG
 #include "stream_state.hpp"
 
 #include <cstdio>

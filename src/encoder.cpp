@@ -2,7 +2,6 @@
 //
 // Called from the output plugin callbacks. No C++ object with a destructor is
 // alive in these frames while Postgres functions run (see pg.hpp).
-#define CREEK_PG
 #include "encoder.hpp"
 
 

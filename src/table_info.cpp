@@ -1,5 +1,4 @@
 // table_info.cpp: relation -> TableInfo (columns, types, replica identity).
-#define CREEK_PG
 #include "table_info.hpp"
 
 

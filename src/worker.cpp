@@ -7,7 +7,6 @@
 //
 // Frames in this file that call Postgres hold no C++ objects with
 // destructors; C++ work happens in small functions guarded by try/catch.
-#define CREEK_PG
 #include "stream_state.hpp"
 
 #include <cstdio>

@@ -7,6 +7,9 @@ Fixtures:
   client       a NatsClient connected to `nats` (closed after the test)
   namespace    the namespace creek publishes under ("CREEK", the default)
   wait_until   the helpers.wait_until function
+  make_db      factory: make_db("prefix") creates a database with a unique
+               name in `pg`, CREATE EXTENSION creek, waits for its worker to
+               stream, returns a creek_helpers.CreekDb; dropped at teardown
 
 Markers:
   infra        tests of the test infrastructure itself; they never need the
@@ -82,6 +85,25 @@ def namespace():
 @pytest.fixture(name="wait_until")
 def wait_until_fixture():
     return wait_until
+
+
+@pytest.fixture
+def make_db(request):
+    """Factory of creek_helpers.CreekDb in the `pg` fixture's cluster (which
+    may be overridden by a test module, e.g. with a fresh cluster per test)."""
+    import creek_helpers
+    made = []
+
+    def make(prefix, **kw):
+        pg = request.getfixturevalue("pg")
+        nats = request.getfixturevalue("nats")
+        db = creek_helpers.CreekDb(pg, nats.url, creek_helpers.unique_db_name(prefix), **kw)
+        made.append(db)
+        return db
+
+    yield make
+    for db in made:
+        db.drop()
 
 
 @pytest.hookimpl(hookwrapper=True)

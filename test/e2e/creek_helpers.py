@@ -14,6 +14,7 @@ test_lifecycle).
 
 import base64
 import datetime
+import io
 import json
 import os
 import socket
@@ -21,6 +22,8 @@ import struct
 import threading
 import time
 import uuid as uuidlib
+
+import avro.io
 
 import avrocheck
 from helpers import wait_until
@@ -351,6 +354,7 @@ class CreekDb:
         self.name = name
         self.client = NatsClient(nats_url, timeout=10)
         self.schemas = {}   # fingerprint b64 -> schema JSON text
+        self._readers = {}  # fingerprint b64 -> (fingerprint bytes, DatumReader)
         if create:
             pg.psql("CREATE DATABASE %s" % quote_ident(name))
             self.sql("CREATE EXTENSION creek")
@@ -467,13 +471,36 @@ class CreekDb:
         assert fp in self.schemas, "no schema with fingerprint %s in %s (message %r)" % (
             fp, self.schema_stream, smsg)
         schema = self.schemas[fp]
-        body = avrocheck.decode_single_object(smsg.data, schema)
+        ent = self._readers.get(fp)
+        if ent is None:
+            # the same checks as avrocheck.decode_single_object, with the
+            # fingerprint and the parsed schema computed once per schema
+            fp_bytes = avrocheck.fingerprint(schema)
+            assert avrocheck.b64url(fp_bytes) == fp, \
+                "schema published as %s has fingerprint %s" % (fp, avrocheck.b64url(fp_bytes))
+            ent = (fp_bytes, avro.io.DatumReader(avrocheck.parse_schema(schema)))
+            self._readers[fp] = ent
+        payload = bytes(smsg.data)
+        assert payload[:2] == avrocheck.SINGLE_OBJECT_MAGIC, \
+            "bad single-object marker %s in %r" % (payload[:2].hex(), smsg)
+        assert payload[2:10] == ent[0]
+        buf = io.BytesIO(payload[10:])
+        body = ent[1].read(avro.io.BinaryDecoder(buf))
+        assert buf.tell() == len(payload) - 10, "%d bytes left over after the Avro datum of %r" % (
+            len(payload) - 10 - buf.tell(), smsg)
         return RowMsg(smsg, body, schema)
 
     def rows(self, start_seq=1, filter_subject=None):
         """Every row message of the wal stream, decoded, in stream order."""
         return [self.decode(m) for m in read_stream(self.client, self.wal_stream, start_seq,
                                                     filter_subject)]
+
+    def reconnect_nats(self, timeout=10):
+        """A new NATS connection (after the server was restarted)."""
+        self.close()
+        self.client = wait_until(lambda: NatsClient(self.nats_url, timeout=5), timeout, 0.2,
+                                 "connecting to %s" % self.nats_url)
+        return self.client
 
     def close(self):
         try:

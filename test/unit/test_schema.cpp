@@ -1,0 +1,125 @@
+// Unit tests of the schema builder, Avro names and subject tokens.
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "check.hpp"
+#include "fingerprint.hpp"
+#include "schema.hpp"
+#include "subjects.hpp"
+
+using namespace creek;
+
+static ColumnInfo col(int attnum, const std::string &name, ValueKind kind, const std::string &pg_type,
+                      bool key = false, bool toastable = false)
+{
+    ColumnInfo c;
+    c.attnum = attnum;
+    c.pg_name = name;
+    c.kind = kind;
+    c.pg_type = pg_type;
+    c.is_key = key;
+    c.toastable = toastable;
+    return c;
+}
+
+static TableInfo orders(char identity)
+{
+    TableInfo t;
+    t.schema_name = "public";
+    t.table_name = "orders";
+    t.replica_identity = identity;
+    t.columns = {col(1, "id", ValueKind::Int4, "integer", identity != 'f' && identity != 'n'),
+                 col(2, "note", ValueKind::Text, "text", false, true),
+                 col(3, "at", ValueKind::TimestampTz, "timestamp with time zone")};
+    if (identity == 'f')
+        for (auto &c : t.columns) c.is_key = true;
+    assign_avro_names(t.columns);
+    return t;
+}
+
+TEST(schema_is_valid_and_fingerprinted)
+{
+    WriterSchema ws = build_writer_schema(orders('d'));
+    std::string canon = canonical_form(ws.json);
+    CHECK_EQ(ws.fingerprint, crc64_avro(canon));
+    CHECK_EQ(ws.header.size(), size_t(10));
+    CHECK_EQ(ws.header.substr(2), fingerprint_bytes(ws.fingerprint));
+    CHECK_EQ(ws.fingerprint_b64, base64url_encode(fingerprint_bytes(ws.fingerprint)));
+    CHECK(canon.find("\"name\":\"publish_message\"") != std::string::npos);
+    // the before record holds the key columns only
+    CHECK_EQ(ws.before_cols.size(), size_t(1));
+    CHECK(!ws.before_is_row);
+    // the toastable column can be "unchanged", the others cannot
+    CHECK(ws.json.find("[\"null\",\"string\",{\"type\":\"record\",\"name\":\"unchanged\",\"fields\":[]}]") != std::string::npos);
+    CHECK(ws.json.find("\"pgType\":\"integer\",\"pgKey\":true") != std::string::npos);
+}
+
+TEST(full_identity_uses_row_for_before)
+{
+    WriterSchema ws = build_writer_schema(orders('f'));
+    CHECK(ws.before_is_row);
+    CHECK_EQ(ws.before_cols.size(), size_t(3));
+    CHECK(ws.json.find("{\"name\":\"after\",\"type\":[\"null\",\"row\"]}") != std::string::npos);
+    canonical_form(ws.json);  // valid
+}
+
+TEST(fingerprint_is_stable_and_structural)
+{
+    WriterSchema a = build_writer_schema(orders('d'));
+    WriterSchema b = build_writer_schema(orders('d'));
+    CHECK_EQ(a.fingerprint, b.fingerprint);
+    CHECK_EQ(a.json, b.json);
+    TableInfo t = orders('d');
+    t.columns[0].kind = ValueKind::Int8;
+    CHECK(build_writer_schema(t).fingerprint != a.fingerprint);
+    CHECK(build_writer_schema(orders('n')).fingerprint != a.fingerprint);
+}
+
+TEST(avro_names_are_valid_and_unique)
+{
+    std::vector<ColumnInfo> cols = {col(1, "ok_name", ValueKind::Int4, "integer"),
+                                    col(2, "has space", ValueKind::Int4, "integer"),
+                                    col(3, "has_space", ValueKind::Int4, "integer"),
+                                    col(4, "1st", ValueKind::Int4, "integer"),
+                                    col(5, "dash-ed", ValueKind::Int4, "integer"),
+                                    col(6, "\xc3\xa9t\xc3\xa9", ValueKind::Int4, "integer")};
+    assign_avro_names(cols);
+    CHECK_EQ(cols[0].avro_name, std::string("ok_name"));
+    CHECK_EQ(cols[2].avro_name, std::string("has_space"));
+    CHECK_EQ(cols[1].avro_name, std::string("has_space_2"));
+    CHECK_EQ(cols[3].avro_name, std::string("_1st"));
+    CHECK_EQ(cols[4].avro_name, std::string("dash_ed"));
+    CHECK_EQ(cols[5].avro_name, std::string("__t__"));
+    TableInfo t;
+    t.schema_name = "s";
+    t.table_name = "t";
+    t.columns = cols;
+    WriterSchema ws = build_writer_schema(t);
+    CHECK(ws.json.find("\"pgName\":\"has space\"") != std::string::npos);
+    canonical_form(ws.json);
+}
+
+TEST(subject_tokens)
+{
+    CHECK_EQ(subject_token("orders"), std::string("orders"));
+    CHECK_EQ(subject_token("my.table"), std::string("my%2Etable"));
+    CHECK_EQ(subject_token("a b*>"), std::string("a%20b%2A%3E"));
+    CHECK_EQ(subject_token("\xc3\xa9"), std::string("%C3%A9"));
+    CHECK_EQ(subject_token("100%"), std::string("100%25"));
+    std::string back;
+    for (const char *s : {"orders", "my.table", "a b*>", "\xc3\xa9", "100%", "", "A-Z_0"}) {
+        CHECK(subject_token_decode(subject_token(s), back));
+        CHECK_EQ(back, std::string(s));
+    }
+    CHECK(!subject_token_decode("a%2", back));
+    CHECK(!subject_token_decode("a%41", back));  // 'A' must not be escaped
+    CHECK(!subject_token_decode("a.b", back));
+    Subjects sj("CREEK", "my db");
+    CHECK_EQ(sj.wal("public", "Or.ders"), std::string("CREEK.my%20db.wal.public.Or%2Eders"));
+    CHECK_EQ(sj.wal_stream(), std::string("CREEK_my%20db_wal"));
+    CHECK_EQ(sj.schemas_service(), std::string("CREEK._schemas"));
+}
+
+TEST_MAIN()
