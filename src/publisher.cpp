@@ -21,6 +21,30 @@
 //  * a connection's closed callback is the last callback it posts; pending
 //    callbacks keep the connection object alive, so a stale callback never sees
 //    the address of a newer connection.
+//  * with natsOptions_SetReconnectBufSize(opts, 0) a publish made while the
+//    connection is reconnecting fails at once with NATS_INSUFFICIENT_BUFFER
+//    (pub.c: "natsBuf_Len(nc->pending) >= reconnectBufSize"), and
+//    js_PublishMsgAsync then leaves the message with the caller. The default
+//    (8 MB) would queue it and write it to the new connection right after the
+//    reconnect handshake, ahead of anything resent later. Bytes still in the
+//    write buffer when the old socket dies are dropped (_processOpError), so
+//    nothing published before a disconnect reaches the new connection;
+//  * the connection's reconnect counter (natsStatistics "reconnects") is
+//    incremented under the connection lock as soon as the new socket exists,
+//    before any publish can be written to it: reading it after a publish
+//    tells whether that publish could have gone to a newer connection;
+//  * the disconnected/reconnected callbacks run later on the async-callback
+//    thread: they only wake the owner, they do not decide anything;
+//  * js_PublishAsyncGetPendingList takes every unresolved message back from
+//    the context; acks or timeouts that arrive for them afterwards are dropped;
+//  * a server processes one connection's messages in order (nats-server 2.9
+//    stores a client's JetStream message inline in the client's read loop).
+//
+// Ordering (see "Recovery" below): a failure of any kind (negative ack,
+// timeout, local publish error, connection replaced) stops all sending until
+// every in-flight message is resolved; then the unacknowledged messages are
+// resent in position order, the first one alone (a probe), and pipelining
+// resumes only once the probe is acknowledged.
 #include "publisher.hpp"
 
 #include <nats/nats.h>
@@ -285,7 +309,14 @@ struct Publisher::Impl {
     std::unordered_map<std::string, std::vector<uint64_t>> inflight_ids;
     size_t inflight = 0;
     size_t failed_waiting = 0;              // Failed entries not yet requeued
-    bool failure_pending = false;
+    // Recovery: set by any failure; no new message goes out while it is set
+    // and messages are in flight. Cleared when the probe (the first message
+    // resent after the in-flight window drained) is acknowledged.
+    bool recovering = false;
+    uint64_t probe_pos = 0;                 // the probe in flight, 0: none
+    uint64_t send_epoch = 0;                // conn's reconnect count when the in-flight messages were sent
+    natsStatistics *stats = nullptr;
+    natsConnStatus conn_status = NATS_CONN_STATUS_DISCONNECTED;  // read by watch_connection()
     int64_t resend_after_ms = 0;
     int64_t backoff_ms = 0;
     int64_t last_deadline_scan_ms = 0;
@@ -314,10 +345,13 @@ struct Publisher::Impl {
     bool subscribe_one(size_t i);
     void teardown(bool wait_closed);
     void fail_all_inflight();
+    uint64_t conn_epoch();
+    void reclaim_inflight(const char *why);
+    void watch_connection();
 
     // -- publishing --
     void apply_acks();
-    void mark_acked(Entry &e);
+    void mark_acked(Entry &e, uint64_t pos);
     void mark_failed(Entry &e);
     void check_local_deadlines(int64_t now);
     void advance();
@@ -380,6 +414,9 @@ bool Publisher::Impl::connect() {
         s = natsOptions_SetTimeout(opts, cfg.connect_timeout_ms > 0 ? cfg.connect_timeout_ms : 2000);
     if (s == NATS_OK) s = natsOptions_SetPingInterval(opts, 5000);
     if (s == NATS_OK) s = natsOptions_SetMaxPingsOut(opts, 2);
+    // No reconnect buffer: while reconnecting a publish fails at once instead
+    // of being queued and sent ahead of the resends (see the top of this file).
+    if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(opts, 0);
     if (s == NATS_OK) s = natsOptions_SetErrorHandler(opts, on_async_error, cb);
     if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(opts, on_disconnected, cb);
     if (s == NATS_OK) s = natsOptions_SetReconnectedCB(opts, on_reconnected, cb);
@@ -391,6 +428,15 @@ bool Publisher::Impl::connect() {
         return false;
     }
 
+    if (stats == nullptr) {
+        natsStatus ss = natsStatistics_Create(&stats);
+        if (ss != NATS_OK) {
+            stats = nullptr;
+            natsOptions_Destroy(opts);
+            set_error("could not set up the NATS connection: " + last_nats_error(ss));
+            return false;
+        }
+    }
     cb->state.store(int(NatsState::Disconnected));
     cb->closed_seen.store(false);
     ever_connected = true;  // even a failed attempt hands cb to nats.c
@@ -406,6 +452,8 @@ bool Publisher::Impl::connect() {
         return false;
     }
     conn = nc;
+    send_epoch = 0;                 // a new connection counts reconnects from 0
+    conn_status = natsConnection_Status(nc);
     cb->current.store(nc);
     int expected = int(NatsState::Disconnected);
     int now_state = natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED
@@ -494,6 +542,54 @@ void Publisher::Impl::fail_all_inflight() {
         if (e.st == InFlight) mark_failed(e);
     }
     inflight_ids.clear();
+    probe_pos = 0;
+}
+
+// The connection's reconnect counter (0 without a connection).
+uint64_t Publisher::Impl::conn_epoch() {
+    if (conn == nullptr || stats == nullptr) return 0;
+    uint64_t reconnects = 0;
+    if (natsConnection_GetStats(conn, stats) != NATS_OK) return 0;
+    natsStatistics_GetCounts(stats, nullptr, nullptr, nullptr, nullptr, &reconnects);
+    return reconnects;
+}
+
+// Takes every unresolved message back from nats.c and marks it failed: the
+// connection it was written to is gone, so its ack (if any) will not come on
+// this one. A late ack for one of them is dropped by nats.c; one that was
+// already on its way to on_ack either matches nothing or the resent copy
+// (same message id, so the same stored message).
+void Publisher::Impl::reclaim_inflight(const char *why) {
+    if (js != nullptr) {
+        natsMsgList pending;
+        std::memset(&pending, 0, sizeof pending);
+        if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK) natsMsgList_Destroy(&pending);
+    }
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "; resending %zu unacknowledged messages in position order", inflight);
+    set_error(std::string(why) + buf);
+    fail_all_inflight();
+}
+
+// Looks at the connection itself (the callbacks come later, on another
+// thread). In-flight messages written to a connection that is closed or was
+// replaced by a reconnect are taken back and will be resent.
+void Publisher::Impl::watch_connection() {
+    if (conn == nullptr) {
+        conn_status = NATS_CONN_STATUS_DISCONNECTED;
+        return;
+    }
+    conn_status = natsConnection_Status(conn);
+    if (inflight == 0) return;
+    if (conn_status == NATS_CONN_STATUS_CLOSED) {
+        reclaim_inflight("the NATS connection was closed");
+        return;
+    }
+    if (conn_status != NATS_CONN_STATUS_CONNECTED) {
+        recovering = true;   // nothing new before the in-flight ones are resolved
+        return;
+    }
+    if (conn_epoch() != send_epoch) reclaim_inflight("the NATS connection was re-established");
 }
 
 // Destroys subscriptions, the js context and the connection. wait_closed:
@@ -518,12 +614,13 @@ void Publisher::Impl::teardown(bool wait_closed) {
     }
     cb->current.store(nullptr);
     cb->state.store(int(NatsState::Disconnected));
+    conn_status = NATS_CONN_STATUS_DISCONNECTED;
     async_started = false;
     streams_ok = false;
     fail_all_inflight();
 }
 
-void Publisher::Impl::mark_acked(Entry &e) {
+void Publisher::Impl::mark_acked(Entry &e, uint64_t pos) {
     e.st = Acked;
     inflight--;
     msgs_published++;
@@ -532,13 +629,19 @@ void Publisher::Impl::mark_acked(Entry &e) {
     std::string().swap(e.data);
     std::string().swap(e.subject);
     std::string().swap(e.id);
+    if (recovering && probe_pos != 0 && pos == probe_pos) {
+        // The first unacknowledged message is stored: everything before it is
+        // too, and nothing after it was sent. Pipelining may resume.
+        recovering = false;
+        probe_pos = 0;
+    }
 }
 
 void Publisher::Impl::mark_failed(Entry &e) {
     e.st = Failed;
     inflight--;
     failed_waiting++;
-    failure_pending = true;
+    recovering = true;   // nothing new goes out before this one is resent
 }
 
 void Publisher::Impl::apply_acks() {
@@ -562,7 +665,7 @@ void Publisher::Impl::apply_acks() {
     bool any_success = false;
     for (auto &r : ack_batch) {
         auto it = inflight_ids.find(r.id);
-        if (it == inflight_ids.end()) continue;  // resolved already (local deadline)
+        if (it == inflight_ids.end()) continue;  // resolved already (local deadline, reclaimed)
         uint64_t pos = it->second.front();
         it->second.erase(it->second.begin());
         if (it->second.empty()) inflight_ids.erase(it);
@@ -570,7 +673,7 @@ void Publisher::Impl::apply_acks() {
         Entry &e = entry(pos);
         if (e.st != InFlight) continue;
         if (r.ok) {
-            mark_acked(e);
+            mark_acked(e, pos);
             any_success = true;
         } else {
             if (failures++ == 0) {
@@ -628,8 +731,20 @@ void Publisher::Impl::advance() {
     }
 }
 
+// Recovery, step 2: once nothing is in flight any more, put every failed
+// message back at the front of the send queue (they are all below anything
+// queued: messages are sent in position order) and schedule the probe.
 void Publisher::Impl::requeue_failures(int64_t now) {
-    if (!failure_pending || inflight > 0) return;
+    if (!recovering || inflight > 0) return;
+    if (failed_waiting == 0) {
+        // Nothing failed (or it was requeued already): only the probe is
+        // missing. With nothing left to send there is nothing to protect.
+        if (outgoing.empty()) {
+            recovering = false;
+            probe_pos = 0;
+        }
+        return;
+    }
     std::vector<uint64_t> again;
     again.reserve(failed_waiting);
     for (size_t i = 0; i < entries.size(); i++) {
@@ -643,7 +758,7 @@ void Publisher::Impl::requeue_failures(int64_t now) {
                std::back_inserter(merged));
     outgoing.swap(merged);
     failed_waiting = 0;
-    failure_pending = false;
+    probe_pos = 0;
     int64_t lo = std::max<int64_t>(cfg.retry_backoff_min_ms, 0);
     int64_t hi = std::max<int64_t>(cfg.retry_backoff_max_ms, lo);
     if (backoff_ms < lo) backoff_ms = lo;
@@ -652,9 +767,17 @@ void Publisher::Impl::requeue_failures(int64_t now) {
 }
 
 void Publisher::Impl::send(int64_t now) {
-    if (failure_pending || now < resend_after_ms || js == nullptr || !streams_ok || !connected())
+    if (now < resend_after_ms || js == nullptr || !streams_ok || conn == nullptr || !connected() ||
+        conn_status != NATS_CONN_STATUS_CONNECTED)
         return;
-    const size_t window = size_t(std::max(cfg.max_in_flight, 1));
+    // Recovery, step 1: drain. Nothing goes out while an earlier message may
+    // still fail (a probe in flight counts too).
+    if (recovering && inflight > 0) return;
+    uint64_t epoch = conn_epoch();
+    if (inflight > 0 && epoch != send_epoch) return;   // watch_connection() reclaims them
+    if (inflight == 0) send_epoch = epoch;
+    // Recovery, step 3: the probe goes out alone.
+    const size_t window = recovering ? 1 : size_t(std::max(cfg.max_in_flight, 1));
     while (inflight < window && !outgoing.empty()) {
         uint64_t pos = outgoing.front();
         Entry &e = entry(pos);
@@ -677,6 +800,22 @@ void Publisher::Impl::send(int64_t now) {
                 e.sent_ms = now;
                 inflight++;
                 outgoing.pop_front();
+                if (recovering) probe_pos = pos;
+                // The reconnect counter moves before anything can be written
+                // to a new connection: unchanged now means this message went
+                // to the same connection as everything still in flight.
+                // Otherwise (a whole disconnect/reconnect between two
+                // iterations of this loop, which takes at least the reconnect
+                // handshake) it may have reached the new server ahead of
+                // earlier messages lost with the old connection: nothing can
+                // undo that, but stop at once and resend from the oldest.
+                if (conn_epoch() != send_epoch) {
+                    set_error("the NATS connection was replaced while publishing message " + e.id +
+                              (inflight > 1 ? "; it may be stored ahead of earlier unacknowledged messages"
+                                            : ""));
+                    recovering = true;
+                    return;   // watch_connection() takes the in-flight messages back
+                }
                 continue;
             }
             ids.pop_back();
@@ -727,6 +866,8 @@ Publisher::~Publisher() {
         return;
     }
     im->teardown(true);
+    if (im->stats != nullptr) natsStatistics_Destroy(im->stats);
+    im->stats = nullptr;
     bool close_lib = false;
     {
         std::lock_guard<std::mutex> g(g_lib_mu);
@@ -807,6 +948,7 @@ void Publisher::pump() {
     int64_t now = monotonic_ms();
     im->apply_acks();
     im->check_local_deadlines(now);
+    im->watch_connection();
     im->advance();
     im->requeue_failures(now);
     im->send(now);

@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -563,37 +564,113 @@ TEST(republish_same_ids_is_deduplicated) {
     }
 }
 
+namespace {
+// Reads the whole stream back and checks that it holds exactly the payloads
+// of positions 1..n, each once, in position order (stream sequence i+1 holds
+// position i+1). Prints what is wrong, if anything.
+void check_stream_exact(const NatsServer &srv, const std::string &stream, const std::string &filter,
+                        const char *prefix, uint64_t n) {
+    Client cl(srv.url());
+    CHECK(cl.ok());
+    if (!cl.ok()) return;
+    jsStreamInfo *si = cl.info(stream);
+    CHECK(si != nullptr);
+    if (si) {
+        CHECK_EQ(si->State.Msgs, n);
+        CHECK_EQ(si->State.FirstSeq, uint64_t(1));
+        CHECK_EQ(si->State.LastSeq, n);   // nothing stored and removed in between
+        jsStreamInfo_Destroy(si);
+    }
+    std::vector<std::string> all = cl.read_all(stream, filter, n);
+    CHECK_EQ(all.size(), size_t(n));
+    std::map<std::string, uint64_t> pos_of;
+    for (uint64_t i = 1; i <= n; i++) pos_of[payload_for(prefix, i)] = i;
+    std::map<uint64_t, int> seen;
+    size_t unknown = 0, out_of_place = 0;
+    long first_bad = -1;
+    for (size_t k = 0; k < all.size(); k++) {
+        auto it = pos_of.find(all[k]);
+        if (it == pos_of.end()) {
+            unknown++;
+            if (first_bad < 0) first_bad = long(k);
+            continue;
+        }
+        seen[it->second]++;
+        if (it->second != k + 1) {
+            out_of_place++;
+            if (first_bad < 0) first_bad = long(k);
+        }
+    }
+    size_t missing = 0, dup = 0;
+    for (uint64_t i = 1; i <= n; i++) {
+        auto it = seen.find(i);
+        if (it == seen.end()) missing++;
+        else if (it->second != 1) dup++;
+    }
+    if (first_bad >= 0) {
+        std::printf("  stream %s NOT in position order: first mismatch at stream sequence %ld; "
+                    "around it:", stream.c_str(), first_bad + 1);
+        for (long k = std::max(0L, first_bad - 2); k < std::min(long(all.size()), first_bad + 3); k++) {
+            auto it = pos_of.find(all[size_t(k)]);
+            std::printf(" %llu", it == pos_of.end() ? 0ULL : (unsigned long long) it->second);
+        }
+        std::printf("\n");
+    } else {
+        std::printf("  stream %s: positions 1..%llu, each once, in position order\n", stream.c_str(),
+                    (unsigned long long) n);
+    }
+    CHECK_EQ(unknown, size_t(0));
+    CHECK_EQ(missing, size_t(0));
+    CHECK_EQ(dup, size_t(0));
+    CHECK_EQ(out_of_place, size_t(0));
+}
+
+PublisherConfig outage_config(const NatsServer &srv, const std::string &stream, const std::string &subject,
+                              int64_t ack_timeout_ms) {
+    PublisherConfig c = make_config(srv, stream, subject);
+    c.max_in_flight = 256;
+    c.ack_timeout_ms = ack_timeout_ms;
+    c.retry_backoff_min_ms = 50;
+    c.retry_backoff_max_ms = 1000;
+    return c;
+}
+
+// Keeps producing and pumping while the server is down for down_ms, then
+// restarts it. Checks that nothing is acknowledged meanwhile.
+void outage(NatsServer &srv, Publisher &p, Producer &prod, int down_ms, const char *what) {
+    uint64_t at_kill = p.acked_through();
+    size_t inflight_at_kill = p.in_flight();
+    srv.kill_hard();
+    std::printf("  %s: killed nats-server at acked_through=%llu in_flight=%zu\n", what,
+                (unsigned long long) at_kill, inflight_at_kill);
+    // acks already received may still be applied for a moment; after that
+    // nothing can be acknowledged without a server
+    drive(p, [] { return false; }, 100, [&] { prod(); });
+    uint64_t settled = p.acked_through();
+    drive(p, [] { return false; }, down_ms - 100, [&] { prod(); });
+    std::printf("  while down: state=%s acked_through=%llu in_flight=%zu queued=%zu last_error=%s\n",
+                creek::nats_state_name(p.state()), (unsigned long long) p.acked_through(), p.in_flight(),
+                p.queued(), p.last_error().c_str());
+    CHECK(p.state() != NatsState::Connected);
+    CHECK_EQ(p.acked_through(), settled);
+    CHECK(srv.start());
+}
+}  // namespace
+
 // (d) the server is killed (SIGKILL) while 5000 messages are being published
 // and restarted on the same port and store: everything ends up acknowledged
-// and stored exactly once.
+// and stored exactly once, in position order.
 TEST(survives_server_kill_and_restart) {
     NatsServer srv;
     CHECK(srv.start());
-    PublisherConfig c = make_config(srv, "CREEK_d", "CREEK.d.>");
-    c.max_in_flight = 256;
-    c.ack_timeout_ms = 1000;
-    c.retry_backoff_min_ms = 50;
-    c.retry_backoff_max_ms = 1000;
-    Publisher p(c);
+    Publisher p(outage_config(srv, "CREEK_d", "CREEK.d.>", 1000));
     CHECK(p.ensure_ready());
     const uint64_t n = 5000;
     Producer prod{p, "d", "CREEK.d.data", 1, n};
     // publish until about a fifth is acknowledged, then kill the server
     bool reached = drive(p, [&] { return p.acked_through() >= 1000; }, 20000, [&] { prod(); });
     CHECK(reached);
-    uint64_t at_kill = p.acked_through();
-    size_t inflight_at_kill = p.in_flight();
-    srv.kill_hard();
-    std::printf("  killed nats-server at acked_through=%llu in_flight=%zu\n",
-                (unsigned long long) at_kill, inflight_at_kill);
-    // keep going without a server for a moment
-    drive(p, [] { return false; }, 700, [&] { prod(); });
-    std::printf("  while down: state=%s acked_through=%llu last_error=%s\n",
-                creek::nats_state_name(p.state()), (unsigned long long) p.acked_through(),
-                p.last_error().c_str());
-    CHECK(p.state() != NatsState::Connected);
-    CHECK(p.acked_through() < n);
-    CHECK(srv.start());
+    outage(srv, p, prod, 700, "kill");
     int64_t t0 = now_ms();
     bool done = drive(p, [&] { return prod.next > n && p.acked_through() == n; }, 60000,
                       [&] { prod(); });
@@ -602,29 +679,99 @@ TEST(survives_server_kill_and_restart) {
     CHECK(done);
     CHECK_EQ(p.acked_through(), p.last_position());
     CHECK_EQ(p.in_flight(), size_t(0));
+    CHECK_EQ(p.queued(), size_t(0));
     CHECK(p.state() == NatsState::Connected);
+    CHECK_EQ(p.messages_published(), n);
+    check_stream_exact(srv, "CREEK_d", "CREEK.d.>", "d", n);
+}
 
-    Client cl(srv.url());
-    CHECK(cl.ok());
-    if (!cl.ok()) return;
-    CHECK_EQ(cl.count("CREEK_d"), n);
-    std::vector<std::string> all = cl.read_all("CREEK_d", "CREEK.d.>", n);
-    CHECK_EQ(all.size(), size_t(n));
-    std::map<std::string, int> seen;
-    for (auto &s : all) seen[s]++;
-    size_t missing = 0, dup = 0;
-    for (uint64_t i = 1; i <= n; i++) {
-        auto it = seen.find(payload_for("d", i));
-        if (it == seen.end()) missing++;
-        else if (it->second != 1) dup++;
-    }
-    CHECK_EQ(missing, size_t(0));
-    CHECK_EQ(dup, size_t(0));
-    CHECK_EQ(seen.size(), size_t(n));
-    bool ordered = true;
-    for (size_t i = 0; i < all.size(); i++)
-        if (all[i] != payload_for("d", i + 1)) ordered = false;
-    std::printf("  stream order after the restart: %s\n", ordered ? "position order" : "NOT position order");
+// (d2) the server is killed twice during one run; the second time just after
+// the first acknowledgement following the restart, while the resent messages
+// and new ones are in flight.
+TEST(survives_two_server_kills) {
+    NatsServer srv;
+    CHECK(srv.start());
+    Publisher p(outage_config(srv, "CREEK_d2", "CREEK.d2.>", 1000));
+    CHECK(p.ensure_ready());
+    const uint64_t n = 8000;
+    Producer prod{p, "d2", "CREEK.d2.data", 1, n};
+    CHECK(drive(p, [&] { return p.acked_through() >= 1000; }, 20000, [&] { prod(); }));
+    outage(srv, p, prod, 500, "first kill");
+    uint64_t before = p.acked_through();
+    bool moved = drive(p, [&] { return p.acked_through() > before; }, 20000, [&] { prod(); });
+    CHECK(moved);
+    std::printf("  after the restart: acked_through=%llu in_flight=%zu\n",
+                (unsigned long long) p.acked_through(), p.in_flight());
+    outage(srv, p, prod, 500, "second kill");
+    int64_t t0 = now_ms();
+    bool done = drive(p, [&] { return prod.next > n && p.acked_through() == n; }, 60000,
+                      [&] { prod(); });
+    std::printf("  all acknowledged %lld ms after the second restart (last_error: %s)\n",
+                (long long) (now_ms() - t0), p.last_error().c_str());
+    CHECK(done);
+    CHECK_EQ(p.acked_through(), n);
+    CHECK_EQ(p.in_flight(), size_t(0));
+    CHECK_EQ(p.messages_published(), n);
+    check_stream_exact(srv, "CREEK_d2", "CREEK.d2.>", "d2", n);
+}
+
+// (d3) the server stays down four times longer than the ack timeout (500 ms):
+// the in-flight messages time out while disconnected; nothing is sent until
+// the server is back, then everything is stored once, in position order.
+TEST(survives_outage_longer_than_ack_timeout) {
+    NatsServer srv;
+    CHECK(srv.start());
+    Publisher p(outage_config(srv, "CREEK_d3", "CREEK.d3.>", 500));
+    CHECK(p.ensure_ready());
+    const uint64_t n = 5000;
+    Producer prod{p, "d3", "CREEK.d3.data", 1, n};
+    CHECK(drive(p, [&] { return p.acked_through() >= 1000; }, 20000, [&] { prod(); }));
+    outage(srv, p, prod, 2000, "long outage");
+    // the MaxWait timeouts have fired: nothing is in flight, all is queued
+    CHECK_EQ(p.in_flight(), size_t(0));
+    CHECK(contains(p.last_error(), "Timeout") || contains(p.last_error(), "Insufficient Buffer") ||
+          contains(p.last_error(), "NATS connection"));
+    int64_t t0 = now_ms();
+    bool done = drive(p, [&] { return prod.next > n && p.acked_through() == n; }, 60000,
+                      [&] { prod(); });
+    std::printf("  all acknowledged %lld ms after the restart (last_error: %s)\n",
+                (long long) (now_ms() - t0), p.last_error().c_str());
+    CHECK(done);
+    CHECK_EQ(p.acked_through(), n);
+    CHECK_EQ(p.messages_published(), n);
+    check_stream_exact(srv, "CREEK_d3", "CREEK.d3.>", "d3", n);
+}
+
+// (d4) the server is frozen (SIGSTOP) for three times the ack timeout and then
+// resumed: the connection survives, the acks time out, the server then
+// stores what it had received; the resends are duplicates and the stream is
+// still exactly in position order.
+TEST(survives_ack_timeouts_on_live_connection) {
+    NatsServer srv;
+    CHECK(srv.start());
+    Publisher p(outage_config(srv, "CREEK_d4", "CREEK.d4.>", 500));
+    CHECK(p.ensure_ready());
+    const uint64_t n = 5000;
+    Producer prod{p, "d4", "CREEK.d4.data", 1, n};
+    CHECK(drive(p, [&] { return p.acked_through() >= 1000; }, 20000, [&] { prod(); }));
+    uint64_t gen = p.error_generation();
+    kill(srv.pid, SIGSTOP);
+    std::printf("  froze nats-server at acked_through=%llu in_flight=%zu\n",
+                (unsigned long long) p.acked_through(), p.in_flight());
+    drive(p, [] { return false; }, 1500, [&] { prod(); });
+    std::printf("  while frozen: state=%s acked_through=%llu in_flight=%zu last_error=%s\n",
+                creek::nats_state_name(p.state()), (unsigned long long) p.acked_through(), p.in_flight(),
+                p.last_error().c_str());
+    CHECK(p.error_generation() > gen);   // the timeouts were reported
+    kill(srv.pid, SIGCONT);
+    bool done = drive(p, [&] { return prod.next > n && p.acked_through() == n; }, 60000,
+                      [&] { prod(); });
+    std::printf("  done: state=%s last_error=%s\n", creek::nats_state_name(p.state()),
+                p.last_error().c_str());
+    CHECK(done);
+    CHECK_EQ(p.acked_through(), n);
+    CHECK_EQ(p.messages_published(), n);
+    check_stream_exact(srv, "CREEK_d4", "CREEK.d4.>", "d4", n);
 }
 
 // (e) nothing listens: ensure_ready fails fast with a useful error, then
