@@ -15,7 +15,7 @@ REGRESS_OPTS = --load-extension=creek
 
 PG_CONFIG ?= pg_config
 PG_CXXFLAGS = -std=c++17 -Wno-register -fno-omit-frame-pointer -Wall -Wno-missing-field-initializers
-PG_CPPFLAGS = -Isrc -DCREEK_PG
+PG_CPPFLAGS = -Isrc -DCREEK_PG -MMD -MP
 SHLIB_LINK  = -lnats -lavro -lstdc++ -lpthread
 
 # Debian's PGXS would also compile C++ to LLVM bitcode with clang, without our
@@ -24,3 +24,7 @@ override with_llvm := no
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# PGXS does not track header dependencies: the compiler writes them (-MMD).
+-include $(wildcard src/*.d)
+EXTRA_CLEAN = src/*.d

@@ -6,6 +6,7 @@
 #include "launcher.hpp"
 #include "settings.hpp"
 #include "shmem.hpp"
+#include "slot.hpp"
 
 extern "C" {
 PG_MODULE_MAGIC;
@@ -30,6 +31,7 @@ static void creek_xact_callback(XactEvent event, void *arg)
 }
 
 static ProcessUtility_hook_type prev_process_utility = nullptr;
+static void stop_worker_and_wait(Oid dboid);
 
 // DROP DATABASE: the database's worker holds a connection and a slot, either
 // of which makes the drop fail. Ask it to drop its slot and exit first.
@@ -38,6 +40,19 @@ static void stop_worker_of(const char *dbname)
     Oid dboid = get_database_oid(dbname, true);
     if (!OidIsValid(dboid) || creek_shared == nullptr)
         return;
+    stop_worker_and_wait(dboid);
+    // The worker leaves its slot to us: drop it, or DROP DATABASE fails.
+    char name[NAMEDATALEN];
+    creek_slot_name(dboid, name, sizeof name);
+    LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+    bool exists = SearchNamedReplicationSlot(name, false) != nullptr;
+    LWLockRelease(ReplicationSlotControlLock);
+    if (exists)
+        ReplicationSlotDrop(name, false);
+}
+
+static void stop_worker_and_wait(Oid dboid)
+{
     for (int i = 0; i < 150; i++) {
         CreekDbEntry *e = nullptr;
         SpinLockAcquire(&creek_shared->mutex);
@@ -59,17 +74,44 @@ static void stop_worker_of(const char *dbname)
     }
 }
 
+// DROP EXTENSION creek: tell the database's worker to check soon (a busy
+// worker restarts, and its successor drops the slot once the drop commits).
+static void request_extension_check(Oid dboid)
+{
+    if (creek_shared == nullptr)
+        return;
+    SpinLockAcquire(&creek_shared->mutex);
+    CreekDbEntry *e = creek_find_db(dboid);
+    if (e != nullptr) {
+        SpinLockAcquire(&e->mutex);
+        e->drop_requested = true;
+        if (e->latch)
+            SetLatch(e->latch);
+        SpinLockRelease(&e->mutex);
+    }
+    SpinLockRelease(&creek_shared->mutex);
+}
+
 static void creek_process_utility(PlannedStmt *pstmt, const char *query, bool read_only_tree,
                                   ProcessUtilityContext context, ParamListInfo params,
                                   QueryEnvironment *env, DestReceiver *dest, QueryCompletion *qc)
 {
     Node *stmt = pstmt->utilityStmt;
+    bool dropping_creek = false;
     if (IsA(stmt, DropdbStmt))
         stop_worker_of(((DropdbStmt *) stmt)->dbname);
+    if (IsA(stmt, DropStmt) && ((DropStmt *) stmt)->removeType == OBJECT_EXTENSION) {
+        ListCell *lc;
+        foreach (lc, ((DropStmt *) stmt)->objects)
+            if (strcmp(strVal(lfirst(lc)), "creek") == 0)
+                dropping_creek = true;
+    }
     if (prev_process_utility)
         prev_process_utility(pstmt, query, read_only_tree, context, params, env, dest, qc);
     else
         standard_ProcessUtility(pstmt, query, read_only_tree, context, params, env, dest, qc);
+    if (dropping_creek)
+        request_extension_check(MyDatabaseId);
 }
 
 void _PG_init(void)

@@ -22,6 +22,20 @@ void creek_slot_name(Oid dboid, char *out, size_t len)
     snprintf(out, len, "creek_%u", dboid);
 }
 
+bool creek_slot_exists(const char *name)
+{
+    bool found = false;
+    LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+    ReplicationSlot *s = SearchNamedReplicationSlot(name, false);
+    if (s != nullptr) {
+        SpinLockAcquire(&s->mutex);
+        found = s->data.database == MyDatabaseId;
+        SpinLockRelease(&s->mutex);
+    }
+    LWLockRelease(ReplicationSlotControlLock);
+    return found;
+}
+
 bool creek_slot_ready(const char *name)
 {
     bool ready = false;

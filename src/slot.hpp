@@ -5,6 +5,8 @@
 
 // "creek_<database oid>"
 void creek_slot_name(Oid dboid, char *out, size_t len);
+// Is there a slot of that name (of this database)?
+bool creek_slot_exists(const char *name);
 // Is there a persistent (fully created) slot of that name?
 bool creek_slot_ready(const char *name);
 // Creates the slot with creek's output plugin (waits for a consistent point).

@@ -56,8 +56,17 @@ bool subject_token_decode(const std::string &token, std::string &out)
     return true;
 }
 
+std::string stream_token(const std::string &name)
+{
+    std::string t = subject_token(name);
+    for (char &c : t)
+        if (c == '%')
+            c = '=';
+    return t;
+}
+
 Subjects::Subjects(const std::string &ns_, const std::string &db_name)
-    : ns(ns_), db(subject_token(db_name))
+    : ns(ns_), db(subject_token(db_name)), db_stream(stream_token(db_name))
 {
 }
 

@@ -32,7 +32,7 @@ const char *avro_type_json(ValueKind kind);
 
 }  // namespace creek
 
-#ifdef CREEK_PG
+#if defined(CREEK_PG) && defined(PG_VERSION_NUM)
 // Postgres side: classify a type by oid. For arrays, *elem_kind receives the
 // element's kind and *elem_type the element type (0 otherwise).
 creek::ValueKind creek_classify_type(Oid typid, creek::ValueKind *elem_kind, Oid *elem_type);

@@ -164,11 +164,48 @@ static void update_status(CreekStream *st, const char *state)
     }
 }
 
+static bool settings_changed()
+{
+    char *now = settings_fingerprint();
+    bool changed = strcmp(now, started_settings) != 0;
+    pfree(now);
+    return changed;
+}
+
+// Requests that cannot wait for the end of the transaction being decoded:
+// the worker exits, and its successor (or DROP DATABASE) takes over from the
+// confirmed position. Used while waiting for the publisher mid-transaction.
+static void handle_requests_mid_transaction(CreekStream *st)
+{
+    bool drop_requested, exit_requested;
+    SpinLockAcquire(&st->entry->mutex);
+    drop_requested = st->entry->drop_requested;
+    exit_requested = st->entry->exit_requested;
+    SpinLockRelease(&st->entry->mutex);
+    if (exit_requested) {
+        ereport(LOG, (errmsg("creek worker exiting: its database is being dropped")));
+        proc_exit(0);
+    }
+    if (drop_requested) {
+        ereport(LOG, (errmsg("creek worker restarting: DROP EXTENSION creek was requested")));
+        proc_exit(1);
+    }
+    if (ConfigReloadPending) {
+        ConfigReloadPending = false;
+        ProcessConfigFile(PGC_SIGHUP);
+        if (settings_changed()) {
+            ereport(LOG, (errmsg("creek worker restarting to apply new settings")));
+            proc_exit(1);
+        }
+    }
+}
+
 extern "C" void creek_wait_for_room(void)
 {
     CreekStream *st = creek_stream;
     creek_pump(st);
     while (!st->pub->has_room()) {
+        handle_requests_mid_transaction(st);
         (void) WaitLatchOrSocket(MyLatch,
                                  WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
                                  st->pub->wakeup_fd(), 50, PG_WAIT_EXTENSION);
@@ -204,6 +241,15 @@ static void store_schemas(CreekStream *st)
         set_logical_decoding_flag(false);
     InvalidateSystemCaches();
     StartTransactionCommand();
+    if (get_extension_oid("creek", true) != extension_oid) {
+        // DROP EXTENSION committed: nothing to store; the main loop drops the slot.
+        CommitTransactionCommand();
+        CurrentResourceOwner = worker_owner;
+        if (had_flag)
+            set_logical_decoding_flag(true);
+        st->to_store.clear();
+        return;
+    }
     SPI_connect();
     PushActiveSnapshot(GetTransactionSnapshot());
     Oid types[4] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID};
@@ -341,12 +387,10 @@ static void stream_loop(CreekStream *st)
         if (ConfigReloadPending) {
             ConfigReloadPending = false;
             ProcessConfigFile(PGC_SIGHUP);
-            char *now = settings_fingerprint();
-            if (strcmp(now, started_settings) != 0) {
+            if (settings_changed()) {
                 ereport(LOG, (errmsg("creek worker restarting to apply new settings")));
                 proc_exit(1);
             }
-            pfree(now);
         }
 
         TimestampTz now = GetCurrentTimestamp();
@@ -386,10 +430,7 @@ static void stream_loop(CreekStream *st)
         st->entry->drop_requested = false;
         SpinLockRelease(&st->entry->mutex);
         if (exit_requested) {
-            ereport(LOG, (errmsg("creek: database is being dropped: dropping replication slot \"%s\"",
-                                 slot_name)));
-            creek_slot_drop(decoding_ctx, slot_name);
-            decoding_ctx = nullptr;
+            ereport(LOG, (errmsg("creek worker exiting: its database is being dropped")));
             proc_exit(0);
         }
         if (drop_requested || TimestampDifferenceExceeds(last_ext_check, now, 2000)) {
@@ -450,14 +491,26 @@ void creek_worker_main(Datum arg)
     // CREATE EXTENSION asks for a worker before it commits: give it time.
     worker_owner = ResourceOwnerCreate(nullptr, "creek worker");
     CurrentResourceOwner = worker_owner;
+    // (A restarted worker finds its slot: it has nothing to wait for.)
+    creek_slot_name(dboid, slot_name, sizeof slot_name);
+    if (creek_slot_exists(slot_name))
+        wait_for_extension = false;
     for (int i = 0;; i++) {
         extension_oid = current_extension_oid();
         if (OidIsValid(extension_oid) || !wait_for_extension || i >= 40)
             break;
         wait_seconds(250);
     }
-    if (!OidIsValid(extension_oid))
+    if (!OidIsValid(extension_oid)) {
+        // creek was dropped while this database's worker was busy: its slot
+        // is left behind. Drop it, or it would hold WAL forever.
+        creek_slot_name(dboid, slot_name, sizeof slot_name);
+        if (creek_slot_exists(slot_name)) {
+            ereport(LOG, (errmsg("creek extension dropped: dropping replication slot \"%s\"", slot_name)));
+            creek_slot_drop(nullptr, slot_name);
+        }
         proc_exit(0);
+    }
     if (creek_shared == nullptr)
         proc_exit(0);
     CreekDbEntry *entry = creek_claim_db(dboid);

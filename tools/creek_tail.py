@@ -55,7 +55,7 @@ def main():
     args = ap.parse_args()
 
     client = NatsClient(args.url, timeout=5, name="creek_tail")
-    stream = "%s_%s_wal" % (args.namespace, token(args.db))
+    stream = "%s_%s_wal" % (args.namespace, token(args.db).replace("%", "="))
     schemas = {}
     seq = args.from_seq
     deadline = time.time() + args.seconds if args.seconds else None

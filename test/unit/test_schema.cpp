@@ -118,7 +118,8 @@ TEST(subject_tokens)
     CHECK(!subject_token_decode("a.b", back));
     Subjects sj("CREEK", "my db");
     CHECK_EQ(sj.wal("public", "Or.ders"), std::string("CREEK.my%20db.wal.public.Or%2Eders"));
-    CHECK_EQ(sj.wal_stream(), std::string("CREEK_my%20db_wal"));
+    CHECK_EQ(sj.wal_stream(), std::string("CREEK_my=20db_wal"));
+    CHECK_EQ(sj.wal_filter(), std::string("CREEK.my%20db.wal.>"));
     CHECK_EQ(sj.schemas_service(), std::string("CREEK._schemas"));
 }
 

@@ -1,0 +1,188 @@
+"""Lifecycle: CREATE EXTENSION starts a database's streaming worker, DROP
+EXTENSION stops it and drops its slot, and creek's output plugin refuses to
+be used from SQL."""
+
+import contextlib
+import time
+
+import pytest
+
+from creek_helpers import CreekDb, PgError, unique_db_name
+from helpers import wait_until
+from servers import NatsServer, PgCluster, quote_ident
+
+PLUGIN_ERROR = "the creek output plugin can only be used by creek's streaming worker"
+
+
+def creek_workers(pg, dbname):
+    """pids of creek worker processes connected to dbname."""
+    return [r[0] for r in pg.query(
+        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'creek worker' "
+        "AND datname = '%s'" % dbname)]
+
+
+def test_create_drop_create_extension(pg, nats):
+    name = unique_db_name("l_cycle")
+    pg.psql("CREATE DATABASE %s" % quote_ident(name))
+    db = CreekDb(pg, nats.url, name, create=False)
+    try:
+        assert creek_workers(pg, name) == []
+        t0 = time.monotonic()
+        db.sql("CREATE EXTENSION creek")
+        first = db.wait_streaming(10)
+        started_in = time.monotonic() - t0
+        assert first["datname"] == name and int(first["datid"]) == db.oid
+        assert first["slot_name"] == db.slot_name
+        slot = db.slot()
+        assert slot is not None and slot[1] == "creek" and slot[2] == "t", slot
+        assert creek_workers(pg, name) == [first["pid"]]
+
+        # it works: a table's change arrives
+        db.sql("CREATE TABLE t (id int PRIMARY KEY)")
+        db.add_table("t")
+        db.sql("INSERT INTO t VALUES (1)")
+        db.wait_wal_count(1)
+
+        t0 = time.monotonic()
+        db.sql("DROP EXTENSION creek")
+        wait_until(lambda: db.slot() is None, 10, 0.1, "slot %s dropped" % db.slot_name)
+        wait_until(lambda: creek_workers(pg, name) == [], 10, 0.1, "creek worker of %s gone" % name)
+        stopped_in = time.monotonic() - t0
+        # nothing comes back by itself
+        time.sleep(1.0)
+        assert db.slot() is None and creek_workers(pg, name) == []
+
+        t0 = time.monotonic()
+        db.sql("CREATE EXTENSION creek")
+        second = db.wait_streaming(10)
+        restarted_in = time.monotonic() - t0
+        assert second["pid"] != first["pid"]
+        assert db.slot() is not None
+        # creek.tables went with the extension: t is no longer published
+        assert db.scalar("SELECT count(*) FROM creek.tables") == "0"
+        db.add_table("t")
+        db.sql("INSERT INTO t VALUES (2)")
+        db.wait_wal_count(2)  # the stream still holds the first message
+        rows = db.rows()
+        assert [r.after["id"] for r in rows] == [1, 2]
+        print("worker started in %.1fs, stopped in %.1fs, restarted in %.1fs"
+              % (started_in, stopped_in, restarted_in))
+    finally:
+        db.drop()
+
+
+def try_plugin_from_sql(conn, slot):
+    """Creates a logical slot with the creek plugin and reads it; returns
+    (the PgError, where it happened). Drops the slot if it got created."""
+    try:
+        try:
+            conn.query("SELECT pg_create_logical_replication_slot('%s', 'creek')" % slot)
+        except PgError as e:
+            return e, "creation"
+        with pytest.raises(PgError) as ei:
+            conn.query("SELECT * FROM pg_logical_slot_get_changes('%s', NULL, NULL)" % slot)
+        return ei.value, "get_changes"
+    finally:
+        conn.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                   "WHERE slot_name = '%s'" % slot)
+
+
+def test_output_plugin_refuses_sql_use(make_db):
+    db = make_db("l_plugin")
+    slot = "creek_sql_probe"
+    with db.connect() as conn:
+        # As configured: Postgres 15.20+ may refuse to load creek as an output
+        # plugin at all (output_plugin_libraries); either refusal is clear.
+        err, where = try_plugin_from_sql(conn, slot)
+        assert PLUGIN_ERROR in err.message or \
+            err.message == 'library "creek" may not be used as an output plugin', str(err)
+        print("SQL use of the plugin, default settings: %s (at %s)" % (err, where))
+        assert pg_slot_absent(db, slot)
+
+        # Allowed to load (where the setting exists): creek's own refusal.
+        if conn.scalar("SELECT count(*) FROM pg_settings "
+                       "WHERE name = 'output_plugin_libraries'") == "1":
+            conn.query("SELECT set_config('output_plugin_libraries', "
+                       "current_setting('output_plugin_libraries') || ', creek', false)")
+        err, where = try_plugin_from_sql(conn, slot)
+        assert PLUGIN_ERROR in err.message, str(err)
+        assert err.sqlstate == "55000", str(err)  # object_not_in_prerequisite_state
+        assert "NATS" in err.fields.get("D", ""), err.fields
+        assert "creek.add_table" in err.fields.get("H", ""), err.fields
+        print("SQL use of the plugin, creek loadable: %s (at %s)" % (err, where))
+    assert pg_slot_absent(db, slot)
+    # the worker is unaffected
+    db.wait_streaming(5)
+
+
+def pg_slot_absent(db, slot):
+    return db.pg.scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '%s'"
+                        % slot) == "0"
+
+
+# ---------------------------------------------------------------------------
+# DROP EXTENSION corner cases (known bugs)
+
+@contextlib.contextmanager
+def own_servers():
+    """A nats-server and a Postgres cluster of the test's own (these tests
+    may leave a replication slot behind, which must not eat the session
+    cluster's max_replication_slots)."""
+    with NatsServer() as n, PgCluster(conf={"creek.nats_url": n.url}) as pg:
+        yield n, pg
+
+
+def log_lines(pg, since, pattern=("creek", "ERROR", "worker")):
+    return "\n".join(l for l in pg.log(since).splitlines() if any(p in l for p in pattern))
+
+
+def test_drop_extension_with_a_tables_first_change_drops_the_slot():
+    """DROP EXTENSION committed in the same transaction as the first change
+    of a published table drops the slot creek_<oid>. (Regression: the worker
+    used to fail storing the table's schema in the dropped creek.schemas,
+    and the slot was left behind, holding WAL forever.)"""
+    with own_servers() as (n, pg):
+        db = CreekDb(pg, n.url, "l_dropsame")
+        try:
+            db.sql("CREATE TABLE t (id int PRIMARY KEY)")
+            db.add_table("t")
+            since = pg.log_offset()
+            db.sql("BEGIN; INSERT INTO t VALUES (1); DROP EXTENSION creek; COMMIT")
+            try:
+                wait_until(lambda: db.slot() is None, 15, 0.2, "slot dropped")
+            except AssertionError:
+                raise AssertionError(
+                    "slot %s still exists 15 s after DROP EXTENSION: %r\nworkers: %r\nlog:\n%s"
+                    % (db.slot_name, db.slot(), creek_workers(pg, db.name),
+                       log_lines(pg, since))) from None
+        finally:
+            db.close()
+
+
+def test_drop_extension_during_a_nats_outage_mid_transaction():
+    """DROP EXTENSION while the worker waits for room in the publisher (a
+    transaction larger than 2 * creek.max_in_flight, NATS down) drops the
+    slot within seconds: the worker restarts and its successor, finding no
+    extension, drops the slot. (Regression: DROP EXTENSION used to wait for
+    NATS to come back.)"""
+    with own_servers() as (n, pg):
+        db = CreekDb(pg, n.url, "l_dropout")
+        try:
+            db.sql("CREATE TABLE t (id int PRIMARY KEY, v text)")
+            db.add_table("t")
+            db.sql("INSERT INTO t SELECT g, 'x' FROM generate_series(1, 60000) g")
+            wait_until(lambda: db.wal_count() > 3000, 30, 0.01, "publishing under way")
+            n.kill()
+            wait_until(lambda: db.stat()["nats_state"] != "connected", 10, 0.1, "outage seen")
+            since = pg.log_offset()
+            db.sql("DROP EXTENSION creek")
+            try:
+                wait_until(lambda: db.slot() is None, 10, 0.2, "slot dropped")
+            except AssertionError:
+                raise AssertionError(
+                    "slot %s still exists 10 s after DROP EXTENSION (NATS down): %r\n"
+                    "workers: %r\nlog:\n%s" % (db.slot_name, db.slot(),
+                                               creek_workers(pg, db.name),
+                                               log_lines(pg, since))) from None
+        finally:
+            db.close()
