@@ -647,3 +647,23 @@ def test_escaped_database_name_consumers_can_ack(make_db):
     assert m.reply and m.reply.startswith("$JS.ACK.%s." % db.wal_stream), \
         "message of stream %r delivered without an ack subject (reply=%r): it cannot be " \
         "acknowledged" % (db.wal_stream, m.reply)
+
+
+def test_latin1_database_publishes_utf8(pg, nats, make_db):
+    """Avro strings are UTF-8: a database in another encoding is converted."""
+    import creek_helpers
+    name = creek_helpers.unique_db_name("latin1")
+    pg.psql("CREATE DATABASE %s ENCODING 'LATIN1' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'" % name)
+    db = creek_helpers.CreekDb(pg, nats.url, name, create=False)
+    try:
+        db.sql("CREATE EXTENSION creek")
+        db.wait_streaming()
+        db.sql("CREATE TABLE t (id int PRIMARY KEY, s text, v varchar(10), j jsonb, n name)")
+        db.add_table("t")
+        db.sql("INSERT INTO t VALUES (1, 'caf\u00e9 \u00fcber', '\u00e0\u00e9\u00ee', '{\"k\": \"\u00f1\"}', '\u00df')")
+        db.wait_wal_count(1)
+        (row,) = db.rows()
+        assert row.after == {"id": 1, "s": "caf\u00e9 \u00fcber", "v": "\u00e0\u00e9\u00ee",
+                             "j": '{"k": "\u00f1"}', "n": "\u00df"}
+    finally:
+        db.drop()
