@@ -1,10 +1,11 @@
-// encoder.cpp: Postgres values -> Avro binary, following type_map.hpp.
+// encoder.cpp: Postgres values -> Avro binary, following type_map.hpp and the
+// schema that schema.cpp writes for the same TypeInfo.
 //
 // Called from the output plugin callbacks. No C++ object with a destructor is
 // alive in these frames while Postgres functions run (see pg.hpp).
 #include "encoder.hpp"
 
-
+using creek::TypeInfo;
 using creek::ValueKind;
 
 // Microseconds and days between 1970-01-01 and 2000-01-01.
@@ -31,31 +32,50 @@ static void put_server_text(creek::AvroWriter *w, const char *s, int len)
         w->put_string(conv, strlen(conv));
 }
 
+/* ---------- preparation ---------- */
+
+static void prepare(const TypeInfo &t, CreekCodec *cc, MemoryContext mcxt)
+{
+    memset(cc, 0, sizeof *cc);
+    get_typlenbyvalalign(t.base_oid, &cc->typlen, &cc->typbyval, &cc->typalign);
+    if (t.kind == ValueKind::OutputText || t.kind == ValueKind::Enum) {
+        Oid fn;
+        bool varlena;
+        getTypeOutputInfo(t.oid, &fn, &varlena);
+        fmgr_info_cxt(fn, &cc->out_fn, mcxt);
+        cc->has_out_fn = true;
+    }
+    if (!t.elem.empty()) {
+        cc->elem = (CreekCodec *) MemoryContextAlloc(mcxt, sizeof(CreekCodec));
+        prepare(t.elem[0], cc->elem, mcxt);
+    }
+    if (t.kind == ValueKind::Range)
+        cc->typcache = lookup_type_cache(t.base_oid, TYPECACHE_RANGE_INFO);
+    if (t.kind == ValueKind::Multirange)
+        cc->typcache = lookup_type_cache(t.base_oid, TYPECACHE_MULTIRANGE_INFO);
+    if (t.kind == ValueKind::Composite) {
+        MemoryContext old = MemoryContextSwitchTo(mcxt);
+        cc->tupdesc = lookup_rowtype_tupdesc_copy(t.base_oid, -1);
+        MemoryContextSwitchTo(old);
+        cc->fields = (CreekCodec *) MemoryContextAlloc(mcxt, sizeof(CreekCodec) * Max(t.fields.size(), 1));
+        for (size_t i = 0; i < t.fields.size(); i++)
+            prepare(t.fields[i].type, &cc->fields[i], mcxt);
+    }
+}
+
 CreekColumnCodec *creek_prepare_codecs(const creek::TableInfo &info, MemoryContext mcxt)
 {
     CreekColumnCodec *codecs =
         (CreekColumnCodec *) MemoryContextAllocZero(mcxt, sizeof(CreekColumnCodec) * Max(info.columns.size(), 1));
-    for (size_t i = 0; i < info.columns.size(); i++) {
-        const creek::ColumnInfo &c = info.columns[i];
-        CreekColumnCodec *cc = &codecs[i];
-        Oid out_type = InvalidOid;
-        if (c.kind == ValueKind::OutputText)
-            out_type = c.type_oid;
-        else if (c.kind == ValueKind::Array) {
-            get_typlenbyvalalign(c.elem_oid, &cc->elem_len, &cc->elem_byval, &cc->elem_align);
-            if (c.elem_kind == ValueKind::OutputText)
-                out_type = c.elem_oid;
-        }
-        if (OidIsValid(out_type)) {
-            Oid fn;
-            bool varlena;
-            getTypeOutputInfo(out_type, &fn, &varlena);
-            fmgr_info_cxt(fn, &cc->out_fn, mcxt);
-            cc->has_out_fn = true;
-        }
-    }
+    for (size_t i = 0; i < info.columns.size(); i++)
+        prepare(info.columns[i].type, &codecs[i], mcxt);
     return codecs;
 }
+
+/* ---------- values ---------- */
+
+static void encode_union(creek::AvroWriter *w, const TypeInfo &t, const CreekCodec *cc, bool isnull,
+                         Datum d, bool has_unchanged);
 
 static void encode_uuid(creek::AvroWriter *w, Datum d)
 {
@@ -72,13 +92,41 @@ static void encode_uuid(creek::AvroWriter *w, Datum d)
     w->put_string(buf, 36);
 }
 
-static void encode_scalar(creek::AvroWriter *w, ValueKind kind, const CreekColumnCodec *cc, Datum d)
+static void encode_elements(creek::AvroWriter *w, const TypeInfo &t, const CreekCodec *cc, ArrayType *arr)
 {
-    switch (kind) {
+    Datum *elems;
+    bool *nulls;
+    int n;
+    deconstruct_array(arr, ARR_ELEMTYPE(arr), cc->elem->typlen, cc->elem->typbyval, cc->elem->typalign,
+                      &elems, &nulls, &n);
+    if (n > 0) {
+        w->put_array_block(n);
+        for (int i = 0; i < n; i++)
+            encode_union(w, t.elem[0], cc->elem, nulls[i], elems[i], false);
+    }
+    w->put_array_end();
+}
+
+static void encode_range(creek::AvroWriter *w, const TypeInfo &t, const CreekCodec *cc, RangeType *r)
+{
+    RangeBound lower, upper;
+    bool empty;
+    range_deserialize(cc->typcache, r, &lower, &upper, &empty);
+    encode_union(w, t.elem[0], cc->elem, empty || lower.infinite, lower.val, false);
+    encode_union(w, t.elem[0], cc->elem, empty || upper.infinite, upper.val, false);
+    w->put_bool(!empty && lower.inclusive);
+    w->put_bool(!empty && upper.inclusive);
+    w->put_bool(empty);
+}
+
+static void encode_value(creek::AvroWriter *w, const TypeInfo &t, const CreekCodec *cc, Datum d)
+{
+    switch (t.kind) {
     case ValueKind::Bool: w->put_bool(DatumGetBool(d)); break;
     case ValueKind::Int2: w->put_int(DatumGetInt16(d)); break;
     case ValueKind::Int4: w->put_int(DatumGetInt32(d)); break;
     case ValueKind::Int8: w->put_long(DatumGetInt64(d)); break;
+    case ValueKind::Oid: w->put_long((int64) DatumGetObjectId(d)); break;
     case ValueKind::Float4: w->put_float(DatumGetFloat4(d)); break;
     case ValueKind::Float8: w->put_double(DatumGetFloat8(d)); break;
     case ValueKind::Text: {
@@ -102,43 +150,105 @@ static void encode_scalar(creek::AvroWriter *w, ValueKind kind, const CreekColum
         break;
     }
     case ValueKind::Time: w->put_long(DatumGetTimeADT(d)); break;
+    case ValueKind::TimeTz: {
+        TimeTzADT *v = DatumGetTimeTzADTP(d);
+        w->put_long(v->time);
+        w->put_int(-v->zone);  // Postgres keeps seconds west of UTC
+        break;
+    }
     case ValueKind::Timestamp:
     case ValueKind::TimestampTz: {
         int64 v = DatumGetInt64(d);
         w->put_long(TIMESTAMP_NOT_FINITE(v) ? v : v + kUnixToPgMicros);
         break;
     }
+    case ValueKind::Interval: {
+        Interval *v = DatumGetIntervalP(d);
+        w->put_int(v->month);
+        w->put_int(v->day);
+        w->put_long(v->time);
+        break;
+    }
     case ValueKind::Uuid: encode_uuid(w, d); break;
-    case ValueKind::OutputText:
-    case ValueKind::Array: {
+    case ValueKind::Money: {
+        Datum num = DirectFunctionCall1(cash_numeric, d);
+        char *s = DatumGetCString(DirectFunctionCall1(numeric_out, num));
+        w->put_string(s, strlen(s));
+        break;
+    }
+    case ValueKind::Enum:
+    case ValueKind::OutputText: {
         char *s = OutputFunctionCall(const_cast<FmgrInfo *>(&cc->out_fn), d);
         put_server_text(w, s, strlen(s));
         break;
     }
+    case ValueKind::Composite: {
+        HeapTupleHeader th = DatumGetHeapTupleHeader(d);
+        HeapTupleData tmp;
+        tmp.t_len = HeapTupleHeaderGetDatumLength(th);
+        ItemPointerSetInvalid(&tmp.t_self);
+        tmp.t_tableOid = InvalidOid;
+        tmp.t_data = th;
+        for (size_t i = 0; i < t.fields.size(); i++) {
+            bool isnull;
+            Datum v = heap_getattr(&tmp, t.fields[i].attnum, cc->tupdesc, &isnull);
+            encode_union(w, t.fields[i].type, &cc->fields[i], isnull, v, false);
+        }
+        break;
+    }
+    case ValueKind::Range:
+        encode_range(w, t, cc, DatumGetRangeTypeP(d));
+        break;
+    case ValueKind::Multirange: {
+        MultirangeType *mr = DatumGetMultirangeTypeP(d);
+        int32 n;
+        RangeType **ranges;
+        multirange_deserialize(cc->typcache->rngtype, mr, &n, &ranges);
+        if (n > 0) {
+            w->put_array_block(n);
+            for (int i = 0; i < n; i++)
+                encode_range(w, t.elem[0], cc->elem, ranges[i]);
+        }
+        w->put_array_end();
+        break;
+    }
+    case ValueKind::Array:
+        encode_elements(w, t, cc, DatumGetArrayTypeP(d));
+        break;
     }
 }
 
-static void encode_array(creek::AvroWriter *w, const creek::ColumnInfo &c, const CreekColumnCodec *cc,
-                         Datum d)
+// A union ["null", T] (+ "unchanged" when has_unchanged; arrays also have a
+// last branch for multi-dimensional values or other lower bounds).
+static void encode_union(creek::AvroWriter *w, const TypeInfo &t, const CreekCodec *cc, bool isnull,
+                         Datum d, bool has_unchanged)
 {
-    ArrayType *arr = DatumGetArrayTypeP(d);
-    Datum *elems;
-    bool *nulls;
-    int n;
-    deconstruct_array(arr, ARR_ELEMTYPE(arr), cc->elem_len, cc->elem_byval, cc->elem_align, &elems,
-                      &nulls, &n);
-    if (n > 0) {
-        w->put_array_block(n);
-        for (int i = 0; i < n; i++) {
-            if (nulls[i]) {
-                w->put_union_branch(0);
-            } else {
-                w->put_union_branch(1);
-                encode_scalar(w, c.elem_kind, cc, elems[i]);
-            }
-        }
+    if (isnull) {
+        w->put_union_branch(0);
+        return;
     }
-    w->put_array_end();
+    if (t.kind == ValueKind::Array) {
+        ArrayType *arr = DatumGetArrayTypeP(d);
+        int ndim = ARR_NDIM(arr);
+        if (ndim == 0 || (ndim == 1 && ARR_LBOUND(arr)[0] == 1)) {
+            w->put_union_branch(1);
+            encode_elements(w, t, cc, arr);
+        } else {
+            w->put_union_branch(has_unchanged ? 3 : 2);
+            w->put_array_block(ndim);
+            for (int i = 0; i < ndim; i++)
+                w->put_int(ARR_DIMS(arr)[i]);
+            w->put_array_end();
+            w->put_array_block(ndim);
+            for (int i = 0; i < ndim; i++)
+                w->put_int(ARR_LBOUND(arr)[i]);
+            w->put_array_end();
+            encode_elements(w, t, cc, arr);
+        }
+        return;
+    }
+    w->put_union_branch(1);
+    encode_value(w, t, cc, d);
 }
 
 void creek_encode_record(creek::AvroWriter *w, const creek::TableInfo &info,
@@ -151,18 +261,10 @@ void creek_encode_record(creek::AvroWriter *w, const creek::TableInfo &info,
         Datum d = (Datum) 0;
         if (c.attnum <= desc->natts)
             d = heap_getattr(tuple, c.attnum, desc, &isnull);
-        if (isnull) {
-            w->put_union_branch(0);
-            continue;
-        }
-        if (c.toastable && VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(d))) {
+        if (!isnull && c.toastable && VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(d))) {
             w->put_union_branch(2);  // "unchanged": an empty record
             continue;
         }
-        w->put_union_branch(1);
-        if (c.kind == ValueKind::Array)
-            encode_array(w, c, &codecs[idx], d);
-        else
-            encode_scalar(w, c.kind, &codecs[idx], d);
+        encode_union(w, c.type, &codecs[idx], isnull, d, c.toastable);
     }
 }

@@ -5,15 +5,20 @@
 #include "avro_writer.hpp"
 #include "schema.hpp"
 
-// Per-table state the encoder needs beyond the schema: output functions for
-// columns (and array elements) encoded through their text form.
-struct CreekColumnCodec {
-    FmgrInfo out_fn;          // valid when the column (or its elements) use OutputText
+// What the encoder needs of a type beyond its TypeInfo (a tree like it):
+// output functions, storage, type caches, composite descriptors.
+typedef struct CreekCodec {
+    FmgrInfo out_fn;          // OutputText and Enum
     bool has_out_fn;
-    int16 elem_len;           // array element storage
-    bool elem_byval;
-    char elem_align;
-};
+    int16 typlen;
+    bool typbyval;
+    char typalign;
+    TypeCacheEntry *typcache; // ranges and multiranges
+    TupleDesc tupdesc;        // composites
+    struct CreekCodec *elem;  // array element, range subtype, multirange's range
+    struct CreekCodec *fields;  // composite attributes (as TypeInfo::fields)
+} CreekCodec;
+typedef CreekCodec CreekColumnCodec;
 
 // Prepares codecs for every column of info (allocated in mcxt).
 CreekColumnCodec *creek_prepare_codecs(const creek::TableInfo &info, MemoryContext mcxt);

@@ -1,6 +1,8 @@
 // schema.cpp: builds the publish_message writer schema of a table (plain C++).
 #include "schema.hpp"
 
+#include <functional>
+#include <map>
 #include <set>
 #include <stdexcept>
 
@@ -50,36 +52,165 @@ void assign_avro_names(std::vector<ColumnInfo> &columns)
 
 namespace {
 
-struct Builder {
-    std::string out;
-    bool unchanged_defined = false;
+const char *primitive_json(ValueKind kind)
+{
+    switch (kind) {
+    case ValueKind::Bool: return "\"boolean\"";
+    case ValueKind::Int2:
+    case ValueKind::Int4: return "\"int\"";
+    case ValueKind::Int8:
+    case ValueKind::Oid: return "\"long\"";
+    case ValueKind::Float4: return "\"float\"";
+    case ValueKind::Float8: return "\"double\"";
+    case ValueKind::Bytea: return "\"bytes\"";
+    case ValueKind::Date: return "{\"type\":\"int\",\"logicalType\":\"date\"}";
+    case ValueKind::Time: return "{\"type\":\"long\",\"logicalType\":\"time-micros\"}";
+    case ValueKind::Timestamp: return "{\"type\":\"long\",\"logicalType\":\"local-timestamp-micros\"}";
+    case ValueKind::TimestampTz: return "{\"type\":\"long\",\"logicalType\":\"timestamp-micros\"}";
+    case ValueKind::Uuid: return "{\"type\":\"string\",\"logicalType\":\"uuid\"}";
+    default: return "\"string\"";
+    }
+}
 
-    void value_type(const ColumnInfo &c)
+struct Builder {
+    // Named types already defined in the schema: name -> signature.
+    std::map<std::string, std::string> named;
+
+    // A string that identifies a type's structure (not its spelling).
+    static std::string sig(const TypeInfo &t)
     {
-        if (c.kind == ValueKind::Array) {
-            out += "{\"type\":\"array\",\"items\":[\"null\",";
-            out += avro_type_json(c.elem_kind);
-            out += "]}";
-        } else {
-            out += avro_type_json(c.kind);
+        std::string s = std::to_string(int(t.kind)) + ":" + t.name + ":" + t.pg_type + "(";
+        for (const auto &f : t.fields)
+            s += f.avro_name + "/" + f.pg_name + "=" + sig(f.type) + ",";
+        for (const auto &e : t.elem)
+            s += sig(e);
+        for (const auto &l : t.enum_labels)
+            s += l + ",";
+        return s + ")";
+    }
+
+    // Defines a named record the first time (renamed when another type took
+    // its name), else refers to it by name. body() writes what follows the name.
+    std::string named_type(const std::string &name, const std::string &signature,
+                           const std::function<std::string()> &body)
+    {
+        std::string candidate = name;
+        for (int k = 2;; k++) {
+            auto it = named.find(candidate);
+            if (it == named.end()) {
+                named[candidate] = signature;
+                std::string out = "{\"type\":\"record\",\"name\":";
+                json_append_string(out, candidate);
+                return out + body();
+            }
+            if (it->second == signature)
+                return json_string(candidate);
+            candidate = name + "_" + std::to_string(k);
         }
     }
+
+    std::string union_of(const TypeInfo &t, bool unchanged)
+    {
+        std::string out = "[\"null\",";
+        if (t.kind == ValueKind::Array) {
+            out += array_type(t);
+            if (unchanged)
+                out += "," + unchanged_type();
+            out += "," + md_array_type(t);
+        } else {
+            out += type(t);
+            if (unchanged)
+                out += "," + unchanged_type();
+        }
+        return out + "]";
+    }
+
+    std::string unchanged_type()
+    {
+        return named_type("unchanged", "unchanged", [] { return std::string(",\"fields\":[]}"); });
+    }
+
+    std::string array_type(const TypeInfo &t)
+    {
+        return "{\"type\":\"array\",\"items\":" + union_of(t.elem[0], false) + "}";
+    }
+
+    std::string md_array_type(const TypeInfo &t)
+    {
+        return named_type(t.name, "md" + sig(t), [&] {
+            return ",\"fields\":[{\"name\":\"dims\",\"type\":{\"type\":\"array\",\"items\":\"int\"}},"
+                   "{\"name\":\"lower_bounds\",\"type\":{\"type\":\"array\",\"items\":\"int\"}},"
+                   "{\"name\":\"elements\",\"type\":{\"type\":\"array\",\"items\":" +
+                   union_of(t.elem[0], false) + "}}]}";
+        });
+    }
+
+    std::string type(const TypeInfo &t)
+    {
+        switch (t.kind) {
+        case ValueKind::Array:
+            return array_type(t);
+        case ValueKind::TimeTz:
+            return named_type("timetz", "timetz", [] {
+                return std::string(",\"fields\":[{\"name\":\"time\",\"type\":{\"type\":\"long\",\"logicalType\":\"time-micros\"}},"
+                                   "{\"name\":\"utc_offset_s\",\"type\":\"int\"}]}");
+            });
+        case ValueKind::Interval:
+            return named_type("interval", "interval", [] {
+                return std::string(",\"fields\":[{\"name\":\"months\",\"type\":\"int\"},{\"name\":\"days\",\"type\":\"int\"},"
+                                   "{\"name\":\"micros\",\"type\":\"long\"}]}");
+            });
+        case ValueKind::Enum: {
+            std::string out = "{\"type\":\"string\",\"pgEnumLabels\":[";
+            for (size_t i = 0; i < t.enum_labels.size(); i++) {
+                if (i)
+                    out += ",";
+                json_append_string(out, t.enum_labels[i]);
+            }
+            return out + "]}";
+        }
+        case ValueKind::Composite:
+            return named_type(t.name, sig(t), [&] {
+            std::string body = ",\"fields\":[";
+            for (size_t i = 0; i < t.fields.size(); i++) {
+                const TypeInfo::Field &f = t.fields[i];
+                if (i)
+                    body += ",";
+                body += "{\"name\":";
+                json_append_string(body, f.avro_name);
+                body += ",\"type\":" + union_of(f.type, false) + ",\"pgType\":";
+                json_append_string(body, f.type.pg_type);
+                if (f.avro_name != f.pg_name) {
+                    body += ",\"pgName\":";
+                    json_append_string(body, f.pg_name);
+                }
+                body += "}";
+            }
+            return body + "]}";
+            });
+        case ValueKind::Range:
+            return named_type(t.name, sig(t), [&] {
+                std::string body = ",\"fields\":[{\"name\":\"lower\",\"type\":" + union_of(t.elem[0], false) + "},";
+                body += "{\"name\":\"upper\",\"type\":" + union_of(t.elem[0], false) + "},";
+                body += "{\"name\":\"lower_inc\",\"type\":\"boolean\"},{\"name\":\"upper_inc\",\"type\":\"boolean\"},"
+                        "{\"name\":\"empty\",\"type\":\"boolean\"}]}";
+                return body;
+            });
+        case ValueKind::Multirange:
+            return "{\"type\":\"array\",\"items\":" + type(t.elem[0]) + "}";
+        default:
+            return primitive_json(t.kind);
+        }
+    }
+
+    std::string out;
 
     void field(const ColumnInfo &c)
     {
         out += "{\"name\":";
         json_append_string(out, c.avro_name);
-        out += ",\"type\":[\"null\",";
-        value_type(c);
-        if (c.toastable) {
-            if (unchanged_defined) {
-                out += ",\"unchanged\"";
-            } else {
-                out += ",{\"type\":\"record\",\"name\":\"unchanged\",\"fields\":[]}";
-                unchanged_defined = true;
-            }
-        }
-        out += "],\"pgType\":";
+        out += ",\"type\":" + union_of(c.type, c.toastable);
+        out += ",\"pgType\":";
         json_append_string(out, c.pg_type);
         out += ",\"pgKey\":";
         out += c.is_key ? "true" : "false";
@@ -120,6 +251,8 @@ WriterSchema build_writer_schema(const TableInfo &table)
         ws.before_cols = all;
 
     Builder b;
+    for (const char *fixed : {"publish_message", "source", "op", "key", "row"})
+        b.named[fixed] = "#fixed";
     b.out =
         "{\"type\":\"record\",\"name\":\"publish_message\",\"fields\":["
         "{\"name\":\"fingerprint\",\"type\":\"string\"},"

@@ -16,9 +16,7 @@ struct ColumnInfo {
     std::string pg_name;          // the column's name in Postgres
     std::string avro_name;        // a valid, unique Avro name
     std::string pg_type;          // format_type() of the column's type
-    ValueKind kind = ValueKind::OutputText;
-    ValueKind elem_kind = ValueKind::OutputText;  // for arrays
-    unsigned type_oid = 0, elem_oid = 0;
+    TypeInfo type;                // how its values are encoded
     bool is_key = false;          // belongs to the replica identity
     bool toastable = false;       // may be an unchanged TOASTed value
 };

@@ -23,11 +23,8 @@ void creek_read_table_info(Relation rel, creek::TableInfo *out)
         creek::ColumnInfo &c = out->columns.back();
         c.attnum = att->attnum;
         c.pg_name = NameStr(att->attname);
-        c.pg_type = format_type_be(att->atttypid);
-        Oid elem_type;
-        c.kind = creek_classify_type(att->atttypid, &c.elem_kind, &elem_type);
-        c.type_oid = att->atttypid;
-        c.elem_oid = elem_type;
+        creek_describe_type(att->atttypid, &c.type);
+        c.pg_type = c.type.pg_type;
         c.toastable = att->attlen == -1;
         if (relident == REPLICA_IDENTITY_FULL)
             c.is_key = true;

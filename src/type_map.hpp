@@ -4,36 +4,64 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace creek {
 
-// How a value of a column is encoded (see encoder.cpp).
+// How a value is encoded (encoder.cpp) and which Avro type it has (schema.cpp).
 enum class ValueKind : uint8_t {
     Bool,         // boolean
     Int2,         // int
     Int4,         // int
     Int8,         // long
+    Oid,          // long
     Float4,       // float
     Float8,       // double
-    Text,         // string: text, varchar, bpchar, json (varlena text)
+    Text,         // string: text, varchar, bpchar, json, xml (varlena text)
     Name,         // string: name
     Bytea,        // bytes
     Date,         // int, logicalType date (days since 1970-01-01)
     Time,         // long, logicalType time-micros
+    TimeTz,       // record timetz {time: time-micros, utc_offset_s: int}
     Timestamp,    // long, logicalType local-timestamp-micros
     TimestampTz,  // long, logicalType timestamp-micros
+    Interval,     // record interval {months: int, days: int, micros: long}
     Uuid,         // string, logicalType uuid
-    OutputText,   // string: the type's text output (numeric, jsonb, "char", any other type)
-    Array,        // array of ["null", element]
+    Money,        // string: the amount as a numeric ("-1234.56")
+    Enum,         // string: the label; the type carries pgEnumLabels
+    OutputText,   // string: the type's text output (numeric, jsonb, inet, bit, ...)
+    Composite,    // record pg_<type>: one ["null", T] field per attribute
+    Range,        // record pg_<type>: lower, upper (null: unbounded), lower_inc, upper_inc, empty
+    Multirange,   // array of the range record
+    Array,        // array of ["null", element]; other shapes: record pg_md_<element>
 };
 
-// The Avro type (JSON text) of a non-array kind.
-const char *avro_type_json(ValueKind kind);
+// A Postgres type as creek encodes it (a tree for arrays, composites, ranges).
+struct TypeInfo {
+    ValueKind kind = ValueKind::OutputText;
+    unsigned oid = 0;               // the type (for domains: the domain)
+    unsigned base_oid = 0;          // domains: the base type; else oid
+    std::string pg_type;            // format_type() of the type
+    std::string name;               // Avro name of a named record type
+    std::vector<std::string> enum_labels;
+    struct Field;
+    std::vector<Field> fields;      // composite attributes
+    std::vector<TypeInfo> elem;     // array element, range subtype, multirange's range (0 or 1)
+};
+
+struct TypeInfo::Field {
+    std::string pg_name, avro_name;
+    int attnum = 0;
+    TypeInfo type;
+};
+
+// A valid Avro name made of a Postgres name: invalid bytes become '_', a
+// leading digit gets a '_' prefix.
+std::string avro_name_of(const std::string &pg_name);
 
 }  // namespace creek
 
 #if defined(CREEK_PG) && defined(PG_VERSION_NUM)
-// Postgres side: classify a type by oid. For arrays, *elem_kind receives the
-// element's kind and *elem_type the element type (0 otherwise).
-creek::ValueKind creek_classify_type(Oid typid, creek::ValueKind *elem_kind, Oid *elem_type);
+// Postgres side: describes a type (recursing into arrays, composites, ranges).
+void creek_describe_type(Oid typid, creek::TypeInfo *out);
 #endif

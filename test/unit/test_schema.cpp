@@ -17,7 +17,8 @@ static ColumnInfo col(int attnum, const std::string &name, ValueKind kind, const
     ColumnInfo c;
     c.attnum = attnum;
     c.pg_name = name;
-    c.kind = kind;
+    c.type.kind = kind;
+    c.type.pg_type = pg_type;
     c.pg_type = pg_type;
     c.is_key = key;
     c.toastable = toastable;
@@ -72,7 +73,7 @@ TEST(fingerprint_is_stable_and_structural)
     CHECK_EQ(a.fingerprint, b.fingerprint);
     CHECK_EQ(a.json, b.json);
     TableInfo t = orders('d');
-    t.columns[0].kind = ValueKind::Int8;
+    t.columns[0].type.kind = ValueKind::Int8;
     CHECK(build_writer_schema(t).fingerprint != a.fingerprint);
     CHECK(build_writer_schema(orders('n')).fingerprint != a.fingerprint);
 }
@@ -99,6 +100,52 @@ TEST(avro_names_are_valid_and_unique)
     WriterSchema ws = build_writer_schema(t);
     CHECK(ws.json.find("\"pgName\":\"has space\"") != std::string::npos);
     canonical_form(ws.json);
+}
+
+TEST(nested_named_types_are_defined_once)
+{
+    TypeInfo iv;
+    iv.kind = ValueKind::Interval;
+    iv.pg_type = "interval";
+    TypeInfo comp;
+    comp.kind = ValueKind::Composite;
+    comp.pg_type = "pair";
+    comp.name = "pg_pair";
+    comp.fields.resize(2);
+    comp.fields[0].pg_name = comp.fields[0].avro_name = "a";
+    comp.fields[0].type = iv;
+    comp.fields[1].pg_name = "b c";
+    comp.fields[1].avro_name = "b_c";
+    comp.fields[1].type.kind = ValueKind::Int4;
+    TypeInfo arr;
+    arr.kind = ValueKind::Array;
+    arr.name = "pg_md_pair";
+    arr.pg_type = "pair[]";
+    arr.elem = {comp};
+    TableInfo t;
+    t.schema_name = "s";
+    t.table_name = "t";
+    t.replica_identity = 'f';
+    t.columns = {col(1, "p", ValueKind::Composite, "pair", true, true),
+                 col(2, "ps", ValueKind::Array, "pair[]", true, true),
+                 col(3, "i", ValueKind::Interval, "interval", true)};
+    t.columns[0].type = comp;
+    t.columns[1].type = arr;
+    t.columns[2].type = iv;
+    assign_avro_names(t.columns);
+    WriterSchema ws = build_writer_schema(t);
+    std::string canon = canonical_form(ws.json);  // valid: every name defined once
+    auto count = [&](const std::string &needle) {
+        size_t n = 0;
+        for (size_t p = ws.json.find(needle); p != std::string::npos; p = ws.json.find(needle, p + 1)) n++;
+        return n;
+    };
+    CHECK_EQ(count("\"name\":\"pg_pair\",\"fields\""), size_t(1));
+    CHECK_EQ(count("\"name\":\"interval\",\"fields\""), size_t(1));
+    CHECK_EQ(count("\"name\":\"pg_md_pair\",\"fields\""), size_t(1));
+    CHECK(ws.json.find("\"pgName\":\"b c\"") != std::string::npos);
+    // array column: null, array, unchanged, multi-dimensional record
+    CHECK(canon.find("[\"null\",{\"type\":\"array\",\"items\":[\"null\",\"pg_pair\"]},\"unchanged\",") != std::string::npos);
 }
 
 TEST(subject_tokens)
