@@ -1,6 +1,7 @@
 // schema.cpp: builds the publish_message writer schema of a table (plain C++).
 #include "schema.hpp"
 
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <set>
@@ -278,7 +279,15 @@ WriterSchema build_writer_schema(const TableInfo &table)
         b.record("row", table, all);
         b.out += "]}]}";
     }
-    ws.json = std::move(b.out);
+    // Logical types and attributes (pgType, pgKey...) are not part of the
+    // canonical form: two tables whose columns differ only there (timestamp
+    // and timestamptz, text and varchar) would share a fingerprint and so a
+    // schema. A namespace derived from the whole JSON makes the fingerprint
+    // name exactly one schema text, the same in every database and run.
+    char ns[40];
+    snprintf(ns, sizeof ns, "creek.s%016llx", static_cast<unsigned long long>(crc64_avro(b.out)));
+    const std::string head = "{\"type\":\"record\",\"name\":\"publish_message\",";
+    ws.json = head + "\"namespace\":\"" + ns + "\"," + b.out.substr(head.size());
     ws.fingerprint = crc64_avro(canonical_form(ws.json));
     ws.fingerprint_b64 = base64url_encode(fingerprint_bytes(ws.fingerprint));
     ws.header = single_object_header(ws.fingerprint);
