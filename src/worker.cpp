@@ -191,12 +191,11 @@ static void handle_requests_mid_transaction(CreekStream *st)
         proc_exit(1);
     }
     if (ConfigReloadPending) {
-        ConfigReloadPending = false;
-        ProcessConfigFile(PGC_SIGHUP);
-        if (settings_changed()) {
-            ereport(LOG, (errmsg("creek worker restarting to apply new settings")));
-            proc_exit(1);
-        }
+        // Reading the configuration here, inside a decoded transaction with
+        // a historic catalog snapshot, could run other settings' check hooks
+        // against old catalogs: restart instead, and read it at start.
+        ereport(LOG, (errmsg("creek worker restarting to apply a configuration reload")));
+        proc_exit(1);
     }
 }
 
