@@ -10,7 +10,7 @@ SRCS = src/module.cpp src/settings.cpp src/shmem.cpp src/stat_views.cpp \
        src/publisher.cpp src/fingerprint.cpp src/subjects.cpp src/json_text.cpp
 OBJS = $(SRCS:.cpp=.o)
 
-REGRESS      = add_remove errors stat_view settings
+REGRESS      = add_remove errors stat_view settings partitions
 REGRESS_OPTS = --load-extension=creek
 
 PG_CONFIG ?= pg_config

@@ -58,6 +58,9 @@ static void load_membership(CreekStream *st)
         systable_endscan(scan);
         table_close(rel, AccessShareLock);
     }
+    // which ancestor a partition publishes through depends on membership
+    st->partition_routes.clear();
+    st->route_ancestors.clear();
     st->membership_valid = true;
 }
 
@@ -69,17 +72,21 @@ static void adopt_schema(CreekStream *st, CreekTable *t)
     t->wal_subject = st->subjects->wal(t->info.schema_name, t->info.table_name);
     t->schema_subject = st->subjects->schema(t->info.schema_name, t->info.table_name);
     const std::string &fp = t->schema.fingerprint_b64;
-    if (!st->known_schemas.count(fp)) {
-        std::string created = rfc3339_now();
-        st->known_schemas[fp] = creek::schema_message_json(fp, t->schema.json, t->source, created);
-        st->to_store.push_back({fp, t->source, t->schema.json, created});
-    }
     std::string key = fp + "/" + t->source;
-    if (!st->announced.count(key)) {
-        const std::string &msg = st->known_schemas[fp];
-        st->pub->enqueue(t->schema_subject, "schema/" + key, msg.data(), msg.size());
-        st->announced.insert(key);
+    if (st->announced.count(key))
+        return;
+    // Tables with the same definition share a fingerprint: each gets the
+    // schema message (and the creek.schemas row) with its own source.
+    std::string created = rfc3339_now();
+    std::string msg = creek::schema_message_json(fp, t->schema.json, t->source, created);
+    if (!st->known_schemas.count(fp))
+        st->known_schemas[fp] = msg;
+    if (!st->stored_sources.count(key)) {
+        st->to_store.push_back({fp, t->source, t->schema.json, created});
+        st->stored_sources.insert(key);
     }
+    st->pub->enqueue(t->schema_subject, "schema/" + key, msg.data(), msg.size());
+    st->announced.insert(key);
 }
 
 static void rebuild_table(CreekStream *st, CreekTable *t, Relation rel)
@@ -171,22 +178,61 @@ static void emit(CreekStream *st, CreekTable *t, int op, XLogRecPtr lsn, TupleDe
     st->last_decoded_lsn = lsn;
 }
 
-static void change_impl(CreekStream *st, Relation rel, ReorderBufferChange *change)
-{
-    Oid relid = RelationGetRelid(rel);
-    if (st->membership_valid && relid == st->tables_relid) {
-        st->membership_valid = false;  // creek.add_table/remove_table: reread
-        return;
-    }
-    if (!st->membership_valid)
-        load_membership(st);
-    if (relid == st->tables_relid || !st->published.count(relid))
-        return;
+// Partitioned tables. The reorder buffer hands over changes of the partition
+// that holds the row (a leaf). A partition that is not published itself is
+// published through its topmost published ancestor: on that table's subject,
+// with its writer schema, its tuples converted to that table's columns.
 
-    CreekTable *t = get_table(st, rel);
-    TupleDesc desc = RelationGetDescr(rel);
+// The topmost published ancestor of partition relid, or InvalidOid; read with
+// the historic catalog snapshot, cached until an invalidation (stream_state.hpp).
+static Oid published_ancestor(CreekStream *st, Oid relid)
+{
+    auto it = st->partition_routes.find(relid);
+    if (it != st->partition_routes.end())
+        return it->second;
+    List *ancestors = get_partition_ancestors(relid);  // parent first, root last
+    Oid target = InvalidOid;
+    for (int i = 0; i < list_length(ancestors); i++) {
+        Oid anc = list_nth_oid(ancestors, i);
+        st->route_ancestors.insert(anc);
+        if (st->published.count(anc))
+            target = anc;
+    }
+    list_free(ancestors);
+    st->partition_routes[relid] = target;
+    return target;
+}
+
+static Relation open_target(Oid relid)
+{
+    Relation rel = RelationIdGetRelation(relid);
+    if (!RelationIsValid(rel))
+        elog(ERROR, "creek could not open relation with OID %u", relid);
+    return rel;
+}
+
+// Publishes one change of rel: as a change of target, rel's published
+// partitioned ancestor, when target is not null.
+static void publish_change(CreekStream *st, Relation rel, Relation target,
+                           ReorderBufferChange *change)
+{
     HeapTuple oldt = change->data.tp.oldtuple ? &change->data.tp.oldtuple->tuple : nullptr;
     HeapTuple newt = change->data.tp.newtuple ? &change->data.tp.newtuple->tuple : nullptr;
+    if (target != nullptr) {
+        // attribute numbers may differ (dropped columns, ATTACH PARTITION of
+        // a table created with another column order): map by name
+        TupleConversionMap *map =
+            convert_tuples_by_name(RelationGetDescr(rel), RelationGetDescr(target));
+        if (map != nullptr) {
+            if (oldt)
+                oldt = execute_attr_map_tuple(oldt, map);
+            if (newt)
+                newt = execute_attr_map_tuple(newt, map);
+        }
+        rel = target;
+    }
+    CreekTable *t = get_table(st, rel);
+    TupleDesc desc = RelationGetDescr(rel);
 
     switch (change->action) {
     case REORDER_BUFFER_CHANGE_INSERT:
@@ -213,6 +259,31 @@ static void change_impl(CreekStream *st, Relation rel, ReorderBufferChange *chan
     default:
         break;
     }
+}
+
+static void change_impl(CreekStream *st, Relation rel, ReorderBufferChange *change)
+{
+    Oid relid = RelationGetRelid(rel);
+    if (st->membership_valid && relid == st->tables_relid) {
+        st->membership_valid = false;  // creek.add_table/remove_table: reread
+        return;
+    }
+    if (!st->membership_valid)
+        load_membership(st);
+    if (relid == st->tables_relid)
+        return;
+    if (st->published.count(relid)) {
+        publish_change(st, rel, nullptr, change);
+        return;
+    }
+    if (!rel->rd_rel->relispartition)
+        return;
+    Oid target_id = published_ancestor(st, relid);
+    if (!OidIsValid(target_id))
+        return;
+    Relation target = open_target(target_id);
+    publish_change(st, rel, target, change);
+    RelationClose(target);
 }
 
 // Runs fn; a C++ exception becomes a Postgres ERROR after the catch block.
@@ -277,21 +348,93 @@ static void change_cb(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relati
     creek_wait_for_room();
 }
 
+static bool relation_in(Oid relid, int nrelations, Relation relations[])
+{
+    for (int i = 0; i < nrelations; i++)
+        if (RelationGetRelid(relations[i]) == relid)
+            return true;
+    return false;
+}
+
+// Did this TRUNCATE empty the whole partitioned table root: every partition
+// of its tree whose changes are in the WAL?
+static bool truncates_whole_tree(Oid root, int nrelations, Relation relations[])
+{
+    // root itself is listed only when TRUNCATE named it or one of its
+    // ancestors, and then recursed into every partition
+    if (relation_in(root, nrelations, relations))
+        return true;
+    List *tree = find_all_inheritors(root, NoLock, nullptr);
+    bool all = true;
+    for (int i = 0; all && i < list_length(tree); i++) {
+        Oid relid = list_nth_oid(tree, i);
+        if (get_rel_relkind(relid) != RELKIND_RELATION ||
+            get_rel_persistence(relid) != RELPERSISTENCE_PERMANENT)
+            continue;  // no storage, foreign or unlogged: not in the WAL
+        all = relation_in(relid, nrelations, relations);
+    }
+    list_free(tree);
+    return all;
+}
+
+static char *qualified_relname(Oid relid)
+{
+    char *relname = get_rel_name(relid);
+    if (relname == nullptr)
+        return psprintf("%u", relid);
+    return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), relname);
+}
+
+// One TRUNCATE statement. A published ordinary table gets a 't' message. A
+// published partitioned table gets one 't' message when the statement
+// emptied it whole (TRUNCATE of it or of an ancestor, or of all of its
+// partitions); a TRUNCATE of only some of its partitions publishes nothing
+// (README, "Partitioned tables") and is logged.
 static void truncate_impl(CreekStream *st, int nrelations, Relation relations[],
                           ReorderBufferChange *change)
 {
     if (!st->membership_valid)
         load_membership(st);
+    Oid *handled = static_cast<Oid *>(palloc(sizeof(Oid) * (nrelations + 1)));
+    int nhandled = 0;
     for (int i = 0; i < nrelations; i++) {
-        Oid relid = RelationGetRelid(relations[i]);
+        Relation rel = relations[i];
+        Oid relid = RelationGetRelid(rel);
         if (relid == st->tables_relid) {
             st->membership_valid = false;
             continue;
         }
-        if (!st->published.count(relid))
+        bool partitioned = rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE;
+        if (st->published.count(relid) && !partitioned) {
+            CreekTable *t = get_table(st, rel);
+            emit(st, t, OP_T, change->lsn, RelationGetDescr(rel), nullptr, nullptr);
             continue;
-        CreekTable *t = get_table(st, relations[i]);
-        emit(st, t, OP_T, change->lsn, RelationGetDescr(relations[i]), nullptr, nullptr);
+        }
+        // a partition, or a partitioned table: the topmost published table
+        // among its ancestors and itself
+        Oid target_id = rel->rd_rel->relispartition ? published_ancestor(st, relid) : InvalidOid;
+        if (!OidIsValid(target_id) && partitioned && st->published.count(relid))
+            target_id = relid;
+        if (!OidIsValid(target_id))
+            continue;
+        bool seen = false;
+        for (int j = 0; j < nhandled; j++)
+            seen = seen || handled[j] == target_id;
+        if (seen)
+            continue;  // one message per partitioned table and statement
+        handled[nhandled++] = target_id;
+        if (!truncates_whole_tree(target_id, nrelations, relations)) {
+            ereport(LOG,
+                    (errmsg("creek does not publish the TRUNCATE of partition \"%s\" of table \"%s\"",
+                            qualified_relname(relid), qualified_relname(target_id)),
+                     errdetail("Only a TRUNCATE that empties the whole partitioned table is published.")));
+            continue;
+        }
+        Relation target = target_id == relid ? rel : open_target(target_id);
+        CreekTable *t = get_table(st, target);
+        emit(st, t, OP_T, change->lsn, RelationGetDescr(target), nullptr, nullptr);
+        if (target != rel)
+            RelationClose(target);
     }
 }
 
@@ -332,7 +475,8 @@ void _PG_output_plugin_init(OutputPluginCallbacks *cb)
     cb->shutdown_cb = shutdown_cb;
 }
 
-// Relcache invalidation: the table's definition may have changed.
+// Relcache invalidation: the table's definition, or a partition's place in
+// its tree, may have changed.
 void creek_relcache_invalidate(Datum arg, Oid relid)
 {
     CreekStream *st = creek_stream;
@@ -342,9 +486,16 @@ void creek_relcache_invalidate(Datum arg, Oid relid)
         for (auto &kv : st->tables)
             kv.second.stale = true;
         st->membership_valid = false;
+        st->partition_routes.clear();
+        st->route_ancestors.clear();
         return;
     }
     auto it = st->tables.find(relid);
     if (it != st->tables.end())
         it->second.stale = true;
+    // a partition's ancestors may have changed (ATTACH/DETACH PARTITION)
+    if (st->partition_routes.count(relid) || st->route_ancestors.count(relid)) {
+        st->partition_routes.clear();
+        st->route_ancestors.clear();
+    }
 }

@@ -159,7 +159,11 @@ static void encode_value(creek::AvroWriter *w, const TypeInfo &t, const CreekCod
     case ValueKind::Timestamp:
     case ValueKind::TimestampTz: {
         int64 v = DatumGetInt64(d);
-        w->put_long(TIMESTAMP_NOT_FINITE(v) ? v : v + kUnixToPgMicros);
+        // Microseconds since 1970 overflow a long after 294247-01-10, before
+        // Postgres' last timestamp (294276-12-31): clamp, below infinity.
+        if (!TIMESTAMP_NOT_FINITE(v))
+            v = v > PG_INT64_MAX - 1 - kUnixToPgMicros ? PG_INT64_MAX - 1 : v + kUnixToPgMicros;
+        w->put_long(v);
         break;
     }
     case ValueKind::Interval: {

@@ -43,7 +43,7 @@ static void check_publishable(Relation rel)
 {
     char *name = qualified_name(rel);
     char relkind = rel->rd_rel->relkind;
-    if (relkind != RELKIND_RELATION)
+    if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
         ereport(ERROR,
                 (errcode(ERRCODE_WRONG_OBJECT_TYPE),
                  errmsg("\"%s\" is not a table", name),
@@ -159,6 +159,119 @@ static int run_one(const char *sql, Oid relid)
     return n;
 }
 
+// Runs sql with $1 = relid; the first column (an oid) of its first row, or
+// InvalidOid when it returns no row.
+static Oid first_oid(const char *sql, Oid relid)
+{
+    Oid types[1] = {OIDOID};
+    Datum values[1] = {ObjectIdGetDatum(relid)};
+    Oid result = InvalidOid;
+    SPI_connect();
+    int rc = SPI_execute_with_args(sql, 1, types, values, nullptr, true, 1);
+    if (rc < 0)
+        elog(ERROR, "creek: SPI_execute failed: %s", SPI_result_code_string(rc));
+    if (SPI_processed > 0) {
+        bool isnull;
+        Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+        if (!isnull)
+            result = DatumGetObjectId(d);
+    }
+    SPI_finish();
+    return result;
+}
+
+static char *qualified_name_of_oid(Oid relid)
+{
+    char *relname = get_rel_name(relid);
+    if (relname == nullptr)
+        return psprintf("%u", relid);
+    return qualified_name_of(get_rel_namespace(relid), relname);
+}
+
+// Partitioned tables: the changes of every partition are published on the
+// topmost published partitioned table's subject (decoder.cpp). A table is
+// published either on its own or through one partitioned table, never both.
+
+// The topmost published ancestor of partition relid, or InvalidOid.
+static Oid published_ancestor(Oid relid)
+{
+    return first_oid("SELECT a.relid::oid"
+                     "  FROM pg_catalog.pg_partition_ancestors($1) WITH ORDINALITY AS a(relid, n)"
+                     "  JOIN creek.tables t ON t.relid = a.relid"
+                     " WHERE a.relid::oid <> $1"
+                     " ORDER BY a.n DESC LIMIT 1",
+                     relid);
+}
+
+// A published partition of partitioned table relid (at any level), or InvalidOid.
+static Oid published_partition(Oid relid)
+{
+    return first_oid("SELECT p.relid::oid"
+                     "  FROM pg_catalog.pg_partition_tree($1) p"
+                     "  JOIN creek.tables t ON t.relid = p.relid"
+                     " WHERE p.relid::oid <> $1"
+                     " ORDER BY p.level, p.relid::text LIMIT 1",
+                     relid);
+}
+
+// A leaf partition of a REPLICA IDENTITY FULL partitioned table that is not
+// FULL itself (REPLICA IDENTITY does not recurse to partitions), or InvalidOid.
+static Oid partition_without_full_identity(Oid relid)
+{
+    return first_oid("SELECT p.relid::oid"
+                     "  FROM pg_catalog.pg_partition_tree($1) p"
+                     "  JOIN pg_catalog.pg_class c ON c.oid = p.relid"
+                     " WHERE c.relkind = 'r' AND c.relreplident <> 'f'"
+                     " ORDER BY p.level, p.relid::text LIMIT 1",
+                     relid);
+}
+
+static void check_partition_membership(Relation rel, const char *name)
+{
+    Oid relid = RelationGetRelid(rel);
+    if (rel->rd_rel->relispartition) {
+        Oid anc = published_ancestor(relid);
+        if (OidIsValid(anc)) {
+            char *ancname = qualified_name_of_oid(anc);
+            ereport(ERROR,
+                    (errcode(ERRCODE_DUPLICATE_OBJECT),
+                     errmsg("table \"%s\" is already published through its partitioned table \"%s\"",
+                            name, ancname),
+                     errdetail("creek publishes the changes of every partition of \"%s\" on that table's subject.",
+                               ancname),
+                     errhint("See creek.tables for the published tables.")));
+        }
+    }
+    if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE) {
+        Oid part = published_partition(relid);
+        if (OidIsValid(part)) {
+            char *partname = qualified_name_of_oid(part);
+            ereport(ERROR,
+                    (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                     errmsg("cannot publish partitioned table \"%s\": its partition \"%s\" is published on its own",
+                            name, partname),
+                     errdetail("The partition's changes would be published twice, on its own subject and on the partitioned table's."),
+                     errhint("Remove the partition first with creek.remove_table(%s), then add the partitioned table.",
+                             quote_literal_cstr(partname))));
+        }
+    }
+}
+
+static void warn_partition_identity(Relation rel, const char *name)
+{
+    if (rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE ||
+        rel->rd_rel->relreplident != REPLICA_IDENTITY_FULL)
+        return;
+    Oid part = partition_without_full_identity(RelationGetRelid(rel));
+    if (OidIsValid(part))
+        ereport(WARNING,
+                (errmsg("partition \"%s\" of table \"%s\" is not REPLICA IDENTITY FULL",
+                        qualified_name_of_oid(part), name),
+                 errdetail("The WAL holds what each partition's own replica identity logs of an old row: "
+                           "the before images of this partition's updates and deletes are null or carry only the key columns."),
+                 errhint("Run ALTER TABLE ... REPLICA IDENTITY FULL on every partition: it does not recurse.")));
+}
+
 extern "C" Datum creek_add_table(PG_FUNCTION_ARGS)
 {
     Oid relid = PG_GETARG_OID(0);
@@ -173,7 +286,9 @@ extern "C" Datum creek_add_table(PG_FUNCTION_ARGS)
                 (errcode(ERRCODE_DUPLICATE_OBJECT),
                  errmsg("table \"%s\" is already published by creek", name),
                  errhint("See creek.tables for the published tables.")));
+    check_partition_membership(rel, name);
     warn_without_identity(rel);
+    warn_partition_identity(rel, name);
     relation_close(rel, NoLock);
     wait_for_slot();
     run_one("INSERT INTO creek.tables (relid) VALUES ($1)", relid);
@@ -187,6 +302,16 @@ extern "C" Datum creek_remove_table(PG_FUNCTION_ARGS)
         char *relname = get_rel_name(relid);
         char *name = relname ? qualified_name_of(get_rel_namespace(relid), relname)
                              : psprintf("%u", relid);
+        Oid anc = relname && get_rel_relispartition(relid) ? published_ancestor(relid) : InvalidOid;
+        if (OidIsValid(anc)) {
+            char *ancname = qualified_name_of_oid(anc);
+            ereport(ERROR,
+                    (errcode(ERRCODE_UNDEFINED_OBJECT),
+                     errmsg("table \"%s\" is not published by creek", name),
+                     errdetail("Its changes are published through its partitioned table \"%s\"; remove that table to stop them.",
+                               ancname),
+                     errhint("See creek.tables for the published tables.")));
+        }
         ereport(ERROR,
                 (errcode(ERRCODE_UNDEFINED_OBJECT),
                  errmsg("table \"%s\" is not published by creek", name),

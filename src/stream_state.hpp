@@ -55,9 +55,23 @@ struct CreekStream {
     std::unordered_set<Oid> published;
     std::unordered_map<Oid, CreekTable> tables;
 
+    // Partitioned tables (decoder.cpp). A change arrives on the partition that
+    // holds the row; when that partition is not published itself, it is
+    // published as a change of its topmost published ancestor (a partitioned
+    // table in `published`, whose CreekTable in `tables` is used).
+    // partition_routes: partition relid -> that ancestor, or InvalidOid when
+    //   no ancestor is published (read with the historic catalog snapshot).
+    // route_ancestors: every ancestor met while filling partition_routes.
+    // Both are cleared on a relcache invalidation of a cached partition or of
+    // one of those ancestors (ATTACH/DETACH anywhere in the tree), on a
+    // relcache reset, and whenever membership is reread.
+    std::unordered_map<Oid, Oid> partition_routes;
+    std::unordered_set<Oid> route_ancestors;
+
     // schemas: fingerprint -> schema message JSON (served on NS._schemas)
     std::unordered_map<std::string, std::string> known_schemas;
     std::unordered_set<std::string> announced;   // "fp/source" published this session
+    std::unordered_set<std::string> stored_sources;  // "fp/source" in creek.schemas
     std::vector<CreekSchemaToStore> to_store;
 
     // current transaction (between begin and commit callbacks)

@@ -85,7 +85,9 @@ static CreekStream *new_stream(CreekDbEntry *entry, const char *db_name)
 static void add_known_schema(CreekStream *st, const char *fp, const char *source, const char *json,
                              const char *created_at)
 {
-    st->known_schemas[fp] = creek::schema_message_json(fp, json, source, created_at);
+    if (!st->known_schemas.count(fp))
+        st->known_schemas[fp] = creek::schema_message_json(fp, json, source, created_at);
+    st->stored_sources.insert(std::string(fp) + "/" + source);
 }
 
 static bool connect_nats(CreekStream *st)
