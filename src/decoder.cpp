@@ -493,6 +493,11 @@ void creek_relcache_invalidate(Datum arg, Oid relid)
     auto it = st->tables.find(relid);
     if (it != st->tables.end())
         it->second.stale = true;
+    // ALTER TYPE of a composite type used by a published table's columns
+    for (auto &kv : st->tables)
+        for (const auto &c : kv.second.info.columns)
+            if (creek::type_uses_relid(c.type, relid))
+                kv.second.stale = true;
     // a partition's ancestors may have changed (ATTACH/DETACH PARTITION)
     if (st->partition_routes.count(relid) || st->route_ancestors.count(relid)) {
         st->partition_routes.clear();

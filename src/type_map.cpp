@@ -10,6 +10,19 @@
 
 namespace creek {
 
+bool type_uses_relid(const TypeInfo &t, unsigned relid)
+{
+    if (t.relid == relid)
+        return true;
+    for (const auto &f : t.fields)
+        if (type_uses_relid(f.type, relid))
+            return true;
+    for (const auto &e : t.elem)
+        if (type_uses_relid(e, relid))
+            return true;
+    return false;
+}
+
 std::string avro_name_of(const std::string &pg_name)
 {
     std::string out;
@@ -66,6 +79,7 @@ static void describe(Oid typid, creek::TypeInfo *out, int depth)
     Oid base = getBaseType(typid);
     out->oid = typid;
     out->base_oid = base;
+    out->relid = 0;
     out->pg_type = format_type_be(typid);
     out->name.clear();
     out->fields.clear();
@@ -106,6 +120,7 @@ static void describe(Oid typid, creek::TypeInfo *out, int depth)
     }
     case TYPTYPE_COMPOSITE: {
         out->kind = ValueKind::Composite;
+        out->relid = get_typ_typrelid(base);
         out->name = "pg_" + creek::avro_name_of(format_type_be(base));
         TupleDesc desc = lookup_rowtype_tupdesc(base, -1);
         for (int i = 0; i < desc->natts; i++) {

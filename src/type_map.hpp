@@ -41,6 +41,7 @@ struct TypeInfo {
     ValueKind kind = ValueKind::OutputText;
     unsigned oid = 0;               // the type (for domains: the domain)
     unsigned base_oid = 0;          // domains: the base type; else oid
+    unsigned relid = 0;             // composites: the type's pg_class entry
     std::string pg_type;            // format_type() of the type
     std::string name;               // Avro name of a named record type
     std::vector<std::string> enum_labels;
@@ -54,6 +55,9 @@ struct TypeInfo::Field {
     int attnum = 0;
     TypeInfo type;
 };
+
+// Does t (or a type inside it) depend on the composite type of pg_class relid?
+bool type_uses_relid(const TypeInfo &t, unsigned relid);
 
 // A valid Avro name made of a Postgres name: invalid bytes become '_', a
 // leading digit gets a '_' prefix.

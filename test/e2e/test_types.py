@@ -839,3 +839,25 @@ def test_timestamps_beyond_the_long_range_keep_their_order(make_db):
         assert rows[2][col] >= rows[1][col], "%s: 294276-12-31 23:59:59.999999 published as " \
             "%d, before 294247-01-10 04:00:54.775806 (%d)" % (col, rows[2][col], rows[1][col])
     assert rows[2]["tsr"]["lower"] >= rows[1]["tsr"]["lower"], (rows[1]["tsr"], rows[2]["tsr"])
+
+
+def test_alter_type_of_a_composite_column_yields_a_new_schema(make_db):
+    """ALTER TYPE ... ADD/DROP ATTRIBUTE on a composite type used by a
+    published table: the next change uses a schema with the new attributes."""
+    db = make_db("ty_alter")
+    db.sql("CREATE TYPE pt AS (x int, y int); "
+           "CREATE TABLE t (id int PRIMARY KEY, p pt)")
+    db.add_table("t")
+    db.sql("INSERT INTO t VALUES (1, ROW(1, 2))")
+    db.sql("ALTER TYPE pt ADD ATTRIBUTE label text")
+    db.sql("INSERT INTO t VALUES (2, ROW(3, 4, 'four'))")
+    db.sql("ALTER TYPE pt DROP ATTRIBUTE y")
+    db.sql("INSERT INTO t VALUES (3, ROW(5, 'five'))")
+    db.wait_wal_count(3)
+    rows = db.rows()
+    assert [r.after for r in rows] == [
+        {"id": 1, "p": {"x": 1, "y": 2}},
+        {"id": 2, "p": {"x": 3, "y": 4, "label": "four"}},
+        {"id": 3, "p": {"x": 5, "label": "five"}},
+    ], rows
+    assert len({r.raw.data[2:10] for r in rows}) == 3, "each definition has its own fingerprint"
