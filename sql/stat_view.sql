@@ -12,8 +12,24 @@ $$;
 
 SELECT datname = current_database() AS this_db, pid IS NOT NULL AS has_pid, state,
        slot_name LIKE 'creek\_%' AS slot_named, confirmed_lsn IS NOT NULL AS confirms,
-       messages_published >= 0 AS counts
+       messages_published >= 0 AS counts, lag_bytes >= 0 AS lag_known,
+       wal_status, retained_wal_bytes >= 0 AS retains_wal
 FROM creek.pg_stat_creek WHERE datname = current_database();
+
+-- once a change is acknowledged and nothing is pending, lag_seconds is 0
+CREATE TABLE lag_probe (id int PRIMARY KEY);
+SELECT creek.add_table('lag_probe');
+INSERT INTO lag_probe VALUES (1);
+DO $$
+BEGIN
+    FOR i IN 1..300 LOOP
+        EXIT WHEN EXISTS (SELECT 1 FROM creek.pg_stat_creek
+                          WHERE datname = current_database() AND lag_seconds = 0);
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END
+$$;
+SELECT lag_seconds >= 0 AND lag_seconds < 60 AS lag_small FROM creek.pg_stat_creek WHERE datname = current_database();
 
 -- the worker's slot is a persistent logical slot of this database
 SELECT s.slot_type, s.database = current_database() AS this_db, s.temporary

@@ -454,9 +454,12 @@ static void commit_impl(CreekStream *st, ReorderBufferTXN *txn)
     uint64_t last = st->pub->last_position();
     // Transactions that published nothing new merge into the previous entry.
     if (!st->pending.empty() && st->pending.back().last_position == last)
+    {
         st->pending.back().end_lsn = txn->end_lsn;
+        st->pending.back().commit_time = txn->xact_time.commit_time;
+    }
     else
-        st->pending.push_back({last, txn->end_lsn});
+        st->pending.push_back({last, txn->end_lsn, txn->xact_time.commit_time});
 }
 
 static void commit_cb(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr commit_lsn)

@@ -41,6 +41,7 @@ static void creek_shmem_startup()
             pg_atomic_init_u64(&e->messages, 0);
             pg_atomic_init_u64(&e->bytes, 0);
             pg_atomic_init_u64(&e->in_flight, 0);
+            pg_atomic_init_u64(&e->last_acked_commit_time, 0);
         }
     }
     LWLockRelease(AddinShmemInitLock);
@@ -107,6 +108,7 @@ CreekDbEntry *creek_claim_db(Oid dboid)
             pg_atomic_write_u64(&e->messages, 0);
             pg_atomic_write_u64(&e->bytes, 0);
             pg_atomic_write_u64(&e->in_flight, 0);
+            pg_atomic_write_u64(&e->last_acked_commit_time, 0);
         }
     }
     SpinLockRelease(&creek_shared->mutex);

@@ -27,6 +27,7 @@ typedef struct CreekDbEntry {
     pg_atomic_uint64 messages;
     pg_atomic_uint64 bytes;
     pg_atomic_uint64 in_flight;
+    pg_atomic_uint64 last_acked_commit_time;  // TimestampTz, 0: none yet
 } CreekDbEntry;
 
 typedef struct CreekShared {

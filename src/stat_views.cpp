@@ -33,8 +33,8 @@ extern "C" Datum creek_stat(PG_FUNCTION_ARGS)
         SpinLockRelease(&e->mutex);
         if (copy.dboid == InvalidOid)
             continue;
-        Datum values[14];
-        bool nulls[14] = {false};
+        Datum values[15];
+        bool nulls[15] = {false};
         char *datname = get_database_name(copy.dboid);
         values[0] = ObjectIdGetDatum(copy.dboid);
         if (datname)
@@ -63,6 +63,9 @@ extern "C" Datum creek_stat(PG_FUNCTION_ARGS)
         nulls[12] = copy.last_error_at == 0;
         values[13] = TimestampTzGetDatum(copy.started_at);
         nulls[13] = copy.started_at == 0;
+        TimestampTz acked_at = (TimestampTz) pg_atomic_read_u64(&e->last_acked_commit_time);
+        values[14] = TimestampTzGetDatum(acked_at);
+        nulls[14] = acked_at == 0;
         tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
     }
     return (Datum) 0;

@@ -38,6 +38,7 @@ struct CreekSchemaToStore {
 struct CreekPendingTxn {
     uint64_t last_position;   // publisher position of its last message
     XLogRecPtr end_lsn;       // confirm this once last_position is acknowledged
+    TimestampTz commit_time;  // of the last transaction merged into this entry
 };
 
 struct CreekStream {
@@ -84,6 +85,7 @@ struct CreekStream {
 
     std::deque<CreekPendingTxn> pending;
     XLogRecPtr last_decoded_lsn = InvalidXLogRecPtr;
+    TimestampTz last_acked_commit_time = 0;   // commit time of the last acknowledged transaction
 };
 
 extern CreekStream *creek_stream;

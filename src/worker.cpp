@@ -152,6 +152,7 @@ static void update_status(CreekStream *st, const char *state)
     pg_atomic_write_u64(&e->messages, st->pub->messages_published());
     pg_atomic_write_u64(&e->bytes, st->pub->bytes_published());
     pg_atomic_write_u64(&e->in_flight, st->pub->in_flight() + st->pub->queued());
+    pg_atomic_write_u64(&e->last_acked_commit_time, (uint64) st->last_acked_commit_time);
 
     uint64_t gen = st->pub->error_generation();
     if (gen != logged_error_generation) {
@@ -364,6 +365,7 @@ static void confirm(CreekStream *st)
     XLogRecPtr target = InvalidXLogRecPtr;
     while (!st->pending.empty() && st->pending.front().last_position <= acked) {
         target = st->pending.front().end_lsn;
+        st->last_acked_commit_time = st->pending.front().commit_time;
         st->pending.pop_front();
     }
     // Nothing decoded is waiting: everything read so far may be confirmed.

@@ -21,7 +21,8 @@ SELECT col_is_pk('creek', 'schemas', ARRAY['fingerprint', 'source'], 'creek.sche
 SELECT has_view('creek', 'pg_stat_creek', 'creek.pg_stat_creek exists');
 SELECT columns_are('creek', 'pg_stat_creek', ARRAY[
     'datid', 'datname', 'pid', 'state', 'nats_state', 'slot_name', 'last_decoded_lsn',
-    'confirmed_lsn', 'messages_published', 'bytes_published', 'messages_in_flight',
+    'confirmed_lsn', 'lag_bytes', 'lag_seconds', 'wal_status', 'retained_wal_bytes',
+    'messages_published', 'bytes_published', 'messages_in_flight',
     'last_error', 'last_error_at', 'started_at']);
 
 SELECT has_function('creek', 'add_table', ARRAY['regclass']);
