@@ -579,7 +579,14 @@ void Publisher::Impl::watch_connection() {
         conn_status = NATS_CONN_STATUS_DISCONNECTED;
         return;
     }
+    natsConnStatus prev = conn_status;
     conn_status = natsConnection_Status(conn);
+    if (conn_status == NATS_CONN_STATUS_CONNECTED && prev != NATS_CONN_STATUS_CONNECTED) {
+        // A fresh connection: resend at once, whatever the back-off reached
+        // while the server was away.
+        backoff_ms = std::max<int64_t>(cfg.retry_backoff_min_ms, 0);
+        resend_after_ms = 0;
+    }
     if (inflight == 0) return;
     if (conn_status == NATS_CONN_STATUS_CLOSED) {
         reclaim_inflight("the NATS connection was closed");

@@ -27,6 +27,9 @@ static Oid extension_oid = InvalidOid;
 static XLogRecPtr confirmed_lsn = InvalidXLogRecPtr;
 static XLogRecPtr saved_lsn = InvalidXLogRecPtr;
 static uint64_t logged_error_generation = 0;
+static TimestampTz outage_started = 0;         // NATS unreachable since, 0: reachable
+static char last_logged_error[CREEK_ERROR_LEN];
+static TimestampTz last_logged_error_at = 0;
 
 // Settings the worker started with: a reload that changes one restarts it.
 static char *started_settings = nullptr;
@@ -154,16 +157,35 @@ static void update_status(CreekStream *st, const char *state)
     pg_atomic_write_u64(&e->in_flight, st->pub->in_flight() + st->pub->queued());
     pg_atomic_write_u64(&e->last_acked_commit_time, (uint64) st->last_acked_commit_time);
 
+    // The log stays short: one line when NATS becomes unreachable, one when
+    // it is back, and any other error once per distinct text per minute.
+    // Every error is in the view.
+    bool connected = st->pub->state() == creek::NatsState::Connected;
     uint64_t gen = st->pub->error_generation();
+    TimestampTz now = GetCurrentTimestamp();
     if (gen != logged_error_generation) {
         char buf[CREEK_ERROR_LEN];
         int64_t at_us = 0;
-        bool first = logged_error_generation == 0;
         logged_error_generation = gen;
         copy_error(st, buf, sizeof buf, &at_us);
         creek_set_error(e, buf);
-        if (first || gen % 100 == 1)  // keep the log short during long outages
+        if (!connected && outage_started == 0) {
+            outage_started = now;
+            ereport(WARNING, (errmsg("creek cannot reach NATS: %s", buf),
+                              errdetail("Changes are kept in the WAL and published when NATS is back.")));
+        } else if (connected && (strcmp(buf, last_logged_error) != 0 ||
+                                 TimestampDifferenceExceeds(last_logged_error_at, now, 60000))) {
             ereport(WARNING, (errmsg("creek: %s", buf)));
+            strlcpy(last_logged_error, buf, sizeof last_logged_error);
+            last_logged_error_at = now;
+        }
+    }
+    if (connected && outage_started != 0) {
+        long secs;
+        int usecs;
+        TimestampDifference(outage_started, now, &secs, &usecs);
+        ereport(LOG, (errmsg("creek reached NATS again after %ld.%01d s", secs, usecs / 100000)));
+        outage_started = 0;
     }
 }
 
@@ -398,7 +420,8 @@ static void stream_loop(CreekStream *st)
 
         TimestampTz now = GetCurrentTimestamp();
         bool ready = false;
-        if (now >= next_connect) {
+        // (nats.c reconnects by itself: once it has, do not wait for the back-off)
+        if (now >= next_connect || st->pub->state() == creek::NatsState::Connected) {
             GUARDED(ready = connect_nats(st), "connect to NATS");
             if (!ready) {
                 next_connect = TimestampTzPlusMilliseconds(now, connect_backoff_ms);

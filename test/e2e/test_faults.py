@@ -98,6 +98,7 @@ def test_nats_killed_and_restarted_while_writing(pg, nats, make_db):
     writer.start()
     writer.wait_acked(300)
 
+    log_at = pg.log_offset()
     nats.kill()  # SIGKILL; same port and store dir when started again
     killed_at = time.monotonic()
     acked_at_kill = len(writer.acked)
@@ -132,6 +133,10 @@ def test_nats_killed_and_restarted_while_writing(pg, nats, make_db):
         {k: during[k] for k in ("state", "nats_state", "last_error")},
         {k: during_late[k] for k in ("state", "nats_state", "last_error")}))
     wait_until(lambda: int(db.stat()["messages_in_flight"]) == 0, 10, 0.1, "nothing in flight")
+    # the log has one line when the outage starts and one when it ends
+    log = pg.log(log_at)
+    assert log.count("creek cannot reach NATS") == 1, log
+    assert log.count("creek reached NATS again") == 1, log
 
 
 # ---------------------------------------------------------------------------
