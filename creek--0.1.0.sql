@@ -63,8 +63,9 @@ CREATE FUNCTION creek._launch() RETURNS void
 LANGUAGE C STRICT AS 'MODULE_PATHNAME', 'creek_launch';
 
 -- A dropped table stops being published.
+-- (SECURITY DEFINER: whoever drops a published table may not write creek.tables)
 CREATE FUNCTION creek._on_sql_drop() RETURNS event_trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 BEGIN
     DELETE FROM creek.tables t
      USING pg_catalog.pg_event_trigger_dropped_objects() d
@@ -79,6 +80,22 @@ CREATE EVENT TRIGGER creek_sql_drop ON sql_drop
 REVOKE ALL ON ALL TABLES IN SCHEMA creek FROM PUBLIC;
 REVOKE ALL ON FUNCTION creek.add_table(regclass), creek.remove_table(regclass),
     creek._stat(), creek._launch(), creek._on_sql_drop() FROM PUBLIC;
+REVOKE ALL ON FUNCTION creek._on_sql_drop() FROM PUBLIC;
+
+-- creek_admin: may publish the tables it can read, and watch creek.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'creek_admin') THEN
+        CREATE ROLE creek_admin NOLOGIN;
+    END IF;
+END
+$$;
+GRANT USAGE ON SCHEMA creek TO creek_admin;
+GRANT EXECUTE ON FUNCTION creek.add_table(regclass), creek.remove_table(regclass),
+    creek._stat() TO creek_admin;
+GRANT SELECT, INSERT, DELETE ON creek.tables TO creek_admin;
+GRANT SELECT ON creek.schemas, creek.pg_stat_creek TO creek_admin;
+
 GRANT USAGE ON SCHEMA creek TO pg_monitor;
 GRANT SELECT ON creek.pg_stat_creek TO pg_monitor;
 GRANT EXECUTE ON FUNCTION creek._stat() TO pg_monitor;

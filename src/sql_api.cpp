@@ -281,6 +281,14 @@ extern "C" Datum creek_add_table(PG_FUNCTION_ARGS)
                         errmsg("relation with OID %u does not exist", relid)));
     check_publishable(rel);
     char *name = qualified_name(rel);
+    // Publishing a table sends its rows to everyone on the NATS server: only
+    // for those who may read it.
+    if (pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+        ereport(ERROR,
+                (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+                 errmsg("permission denied to publish table \"%s\"", name),
+                 errdetail("Publishing a table requires the SELECT privilege on it."),
+                 errhint("Ask the table's owner for SELECT, or a superuser to publish it.")));
     if (run_one("SELECT 1 FROM creek.tables WHERE relid = $1", relid) > 0)
         ereport(ERROR,
                 (errcode(ERRCODE_DUPLICATE_OBJECT),

@@ -1,12 +1,17 @@
--- Who can do what: superusers manage creek; pg_monitor reads the view;
+-- Who can do what: superusers and members of creek_admin manage creek
+-- (creek_admin only for tables it can read); pg_monitor reads the view;
 -- PUBLIC gets nothing.
 BEGIN;
-SELECT plan(16);
+SELECT plan(23);
 
 CREATE ROLE creek_tap_plain NOLOGIN;
 CREATE ROLE creek_tap_monitor NOLOGIN IN ROLE pg_monitor;
+CREATE ROLE creek_tap_admin NOLOGIN IN ROLE creek_admin;
 CREATE TABLE public.tap_t (id int PRIMARY KEY);
+CREATE TABLE public.tap_secret (id int PRIMARY KEY);
 GRANT ALL ON public.tap_t TO creek_tap_plain;
+GRANT SELECT ON public.tap_t TO creek_tap_admin;
+GRANT CREATE ON SCHEMA public TO creek_tap_plain;
 
 SELECT function_privs_are('creek', 'add_table', ARRAY['regclass'], 'public', ARRAY[]::text[],
                           'PUBLIC cannot execute creek.add_table');
@@ -38,9 +43,32 @@ SELECT throws_ok($$SELECT creek.add_table('public.tap_t')$$, '42501', NULL,
 SELECT throws_ok($$SELECT * FROM creek.tables$$, '42501', NULL, 'a pg_monitor member cannot read creek.tables');
 RESET ROLE;
 
+-- a creek_admin member manages the tables it can read
+SELECT has_role('creek_admin', 'the extension created the creek_admin role');
+SET ROLE creek_tap_admin;
+SELECT lives_ok($$SELECT creek.add_table('public.tap_t')$$, 'a creek_admin member adds a table it can read');
+SELECT lives_ok($$SELECT * FROM creek.pg_stat_creek$$, 'a creek_admin member reads creek.pg_stat_creek');
+SELECT lives_ok($$SELECT creek.remove_table('public.tap_t')$$, 'a creek_admin member removes a table');
+SELECT throws_ok($$SELECT creek.add_table('public.tap_secret')$$, '42501',
+                 'permission denied to publish table "public.tap_secret"',
+                 'a creek_admin member cannot publish a table it cannot read');
+RESET ROLE;
+
 -- the superuser can
 SELECT lives_ok($$SELECT creek.add_table('public.tap_t')$$, 'a superuser adds a table');
 SELECT lives_ok($$SELECT creek.remove_table('public.tap_t')$$, 'a superuser removes a table');
+
+-- the owner of a published table can still drop it (the event trigger that
+-- forgets it runs with the extension owner's rights)
+SET ROLE creek_tap_plain;
+CREATE TABLE public.tap_own (id int PRIMARY KEY);
+RESET ROLE;
+SELECT creek.add_table('public.tap_own');
+SET ROLE creek_tap_plain;
+SELECT lives_ok($$DROP TABLE public.tap_own$$, 'a plain owner drops its published table');
+RESET ROLE;
+SELECT is((SELECT count(*) FROM creek.tables WHERE relid::text = 'tap_own'), 0::bigint,
+          'the dropped table is no longer published');
 
 SELECT * FROM finish();
 ROLLBACK;
