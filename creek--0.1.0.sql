@@ -35,7 +35,7 @@ CREATE FUNCTION creek._stat(
     OUT confirmed_lsn pg_lsn, OUT messages_published bigint,
     OUT bytes_published bigint, OUT messages_in_flight bigint,
     OUT last_error text, OUT last_error_at timestamptz, OUT started_at timestamptz,
-    OUT last_acked_commit_at timestamptz)
+    OUT last_acked_commit_at timestamptz, OUT stats_reset timestamptz)
 RETURNS SETOF record
 LANGUAGE C STRICT AS 'MODULE_PATHNAME', 'creek_stat';
 
@@ -53,10 +53,25 @@ SELECT s.datid, s.datname, s.pid, s.state, s.nats_state, s.slot_name,
        pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), r.restart_lsn)::bigint
            AS retained_wal_bytes,
        s.messages_published, s.bytes_published, s.messages_in_flight,
-       s.last_error, s.last_error_at, s.started_at
+       s.last_error, s.last_error_at, s.started_at, s.stats_reset
 FROM creek._stat() s
 LEFT JOIN pg_catalog.pg_replication_slots r ON r.slot_name = s.slot_name;
 COMMENT ON VIEW creek.pg_stat_creek IS 'one row per database streaming worker';
+
+CREATE FUNCTION creek._stat_tables(
+    OUT datid oid, OUT datname name, OUT relid oid, OUT schemaname name, OUT relname name,
+    OUT inserts bigint, OUT updates bigint, OUT deletes bigint, OUT truncates bigint,
+    OUT bytes bigint, OUT last_lsn pg_lsn, OUT last_change_at timestamptz,
+    OUT fingerprint text)
+RETURNS SETOF record
+LANGUAGE C STRICT AS 'MODULE_PATHNAME', 'creek_stat_tables';
+
+CREATE VIEW creek.pg_stat_creek_tables AS SELECT * FROM creek._stat_tables();
+COMMENT ON VIEW creek.pg_stat_creek_tables IS 'one row per published table with its message counters';
+
+CREATE FUNCTION creek.reset_stats() RETURNS void
+LANGUAGE C STRICT AS 'MODULE_PATHNAME', 'creek_reset_stats';
+COMMENT ON FUNCTION creek.reset_stats() IS 'zeroes the counters of this database in creek''s views';
 
 -- Asks the launcher to start this database's streaming worker now.
 CREATE FUNCTION creek._launch() RETURNS void
@@ -81,6 +96,7 @@ REVOKE ALL ON ALL TABLES IN SCHEMA creek FROM PUBLIC;
 REVOKE ALL ON FUNCTION creek.add_table(regclass), creek.remove_table(regclass),
     creek._stat(), creek._launch(), creek._on_sql_drop() FROM PUBLIC;
 REVOKE ALL ON FUNCTION creek._on_sql_drop() FROM PUBLIC;
+REVOKE ALL ON FUNCTION creek._stat_tables(), creek.reset_stats() FROM PUBLIC;
 
 -- creek_admin: may publish the tables it can read, and watch creek.
 DO $$
@@ -92,12 +108,12 @@ END
 $$;
 GRANT USAGE ON SCHEMA creek TO creek_admin;
 GRANT EXECUTE ON FUNCTION creek.add_table(regclass), creek.remove_table(regclass),
-    creek._stat() TO creek_admin;
+    creek._stat(), creek._stat_tables(), creek.reset_stats() TO creek_admin;
 GRANT SELECT, INSERT, DELETE ON creek.tables TO creek_admin;
-GRANT SELECT ON creek.schemas, creek.pg_stat_creek TO creek_admin;
+GRANT SELECT ON creek.schemas, creek.pg_stat_creek, creek.pg_stat_creek_tables TO creek_admin;
 
 GRANT USAGE ON SCHEMA creek TO pg_monitor;
-GRANT SELECT ON creek.pg_stat_creek TO pg_monitor;
-GRANT EXECUTE ON FUNCTION creek._stat() TO pg_monitor;
+GRANT SELECT ON creek.pg_stat_creek, creek.pg_stat_creek_tables TO pg_monitor;
+GRANT EXECUTE ON FUNCTION creek._stat(), creek._stat_tables() TO pg_monitor;
 
 SELECT creek._launch();

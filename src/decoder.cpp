@@ -89,6 +89,21 @@ static void adopt_schema(CreekStream *st, CreekTable *t)
     st->announced.insert(key);
 }
 
+// Names and fingerprint of the table's statistics entry (no C++ objects
+// alive across Postgres calls here).
+static void update_table_stat_names(CreekTable *t)
+{
+    if (t->stat == nullptr)
+        t->stat = creek_table_stat(MyDatabaseId, t->relid);
+    if (t->stat == nullptr)
+        return;  // creek.max_tables entries are all taken
+    SpinLockAcquire(&t->stat->mutex);
+    strlcpy(NameStr(t->stat->schemaname), t->info.schema_name.c_str(), NAMEDATALEN);
+    strlcpy(NameStr(t->stat->relname), t->info.table_name.c_str(), NAMEDATALEN);
+    strlcpy(t->stat->fingerprint, t->schema.fingerprint_b64.c_str(), sizeof t->stat->fingerprint);
+    SpinLockRelease(&t->stat->mutex);
+}
+
 static void rebuild_table(CreekStream *st, CreekTable *t, Relation rel)
 {
     creek_read_table_info(rel, &t->info);
@@ -104,6 +119,7 @@ static void rebuild_table(CreekStream *st, CreekTable *t, Relation rel)
     for (size_t i = 0; i < t->info.columns.size(); i++)
         t->all_cols.push_back(static_cast<int>(i));
     adopt_schema(st, t);
+    update_table_stat_names(t);
     t->stale = false;
 }
 
@@ -176,6 +192,17 @@ static void emit(CreekStream *st, CreekTable *t, int op, XLogRecPtr lsn, TupleDe
     }
     st->pub->enqueue(t->wal_subject, msg_id, w->data().data(), w->size());
     st->last_decoded_lsn = lsn;
+    if (t->stat != nullptr) {
+        pg_atomic_uint64 *counter = op == OP_C ? &t->stat->inserts
+                                    : op == OP_D ? &t->stat->deletes
+                                    : op == OP_T ? &t->stat->truncates
+                                                 : &t->stat->updates;
+        pg_atomic_fetch_add_u64(counter, 1);
+        pg_atomic_fetch_add_u64(&t->stat->bytes, w->size());
+        pg_atomic_write_u64(&t->stat->last_lsn, lsn);
+        pg_atomic_write_u64(&t->stat->last_change_at,
+                            (uint64) (st->txn_commit_unix_us - kUnixToPgMicros));
+    }
 }
 
 // Partitioned tables. The reorder buffer hands over changes of the partition

@@ -49,6 +49,7 @@ static void stop_worker_of(const char *dbname)
     LWLockRelease(ReplicationSlotControlLock);
     if (exists)
         ReplicationSlotDrop(name, false);
+    creek_forget_table_stats(dboid);
 }
 
 static void stop_worker_and_wait(Oid dboid)

@@ -9,6 +9,7 @@ char *creek_producer_name = nullptr;
 int creek_max_in_flight = 4096;
 int creek_ack_timeout_ms = 5000;
 int creek_max_databases = 16;
+int creek_max_tables = 1024;
 int creek_stream_storage = 0;
 int creek_stream_replicas = 1;
 int creek_stream_max_age_s = 0;
@@ -72,6 +73,9 @@ void creek_define_settings()
     DefineCustomIntVariable(
         "creek.max_databases", "Databases that can stream at once (shared memory slots).",
         nullptr, &creek_max_databases, 16, 1, 1024, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable(
+        "creek.max_tables", "Published tables whose statistics are kept (shared memory).",
+        nullptr, &creek_max_tables, 1024, 16, 1000000, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
     DefineCustomEnumVariable(
         "creek.stream_storage", "Storage of the JetStream streams creek creates.", nullptr,
         &creek_stream_storage, 0, storage_options, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);

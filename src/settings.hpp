@@ -8,6 +8,7 @@ extern char *creek_producer_name;
 extern int creek_max_in_flight;
 extern int creek_ack_timeout_ms;
 extern int creek_max_databases;
+extern int creek_max_tables;
 extern int creek_stream_storage;      // 0 file, 1 memory
 extern int creek_stream_replicas;
 extern int creek_stream_max_age_s;    // 0: unlimited

@@ -9,10 +9,15 @@ CreekShared *creek_shared = nullptr;
 static shmem_request_hook_type prev_shmem_request_hook = nullptr;
 static shmem_startup_hook_type prev_shmem_startup_hook = nullptr;
 
+static Size creek_dbs_size()
+{
+    return MAXALIGN(add_size(offsetof(CreekShared, dbs),
+                             mul_size(sizeof(CreekDbEntry), creek_max_databases)));
+}
+
 static Size creek_shmem_size()
 {
-    return add_size(offsetof(CreekShared, dbs),
-                    mul_size(sizeof(CreekDbEntry), creek_max_databases));
+    return add_size(creek_dbs_size(), mul_size(sizeof(CreekTableStat), creek_max_tables));
 }
 
 static void creek_shmem_request()
@@ -33,6 +38,19 @@ static void creek_shmem_startup()
         memset(creek_shared, 0, creek_shmem_size());
         SpinLockInit(&creek_shared->mutex);
         creek_shared->ndbs = creek_max_databases;
+        creek_shared->ntables = creek_max_tables;
+        creek_shared->tables = (CreekTableStat *) ((char *) creek_shared + creek_dbs_size());
+        for (int i = 0; i < creek_shared->ntables; i++) {
+            CreekTableStat *t = &creek_shared->tables[i];
+            SpinLockInit(&t->mutex);
+            pg_atomic_init_u64(&t->inserts, 0);
+            pg_atomic_init_u64(&t->updates, 0);
+            pg_atomic_init_u64(&t->deletes, 0);
+            pg_atomic_init_u64(&t->truncates, 0);
+            pg_atomic_init_u64(&t->bytes, 0);
+            pg_atomic_init_u64(&t->last_lsn, 0);
+            pg_atomic_init_u64(&t->last_change_at, 0);
+        }
         for (int i = 0; i < creek_shared->ndbs; i++) {
             CreekDbEntry *e = &creek_shared->dbs[i];
             SpinLockInit(&e->mutex);
@@ -42,6 +60,8 @@ static void creek_shmem_startup()
             pg_atomic_init_u64(&e->bytes, 0);
             pg_atomic_init_u64(&e->in_flight, 0);
             pg_atomic_init_u64(&e->last_acked_commit_time, 0);
+            pg_atomic_init_u32(&e->reset_requested, 0);
+            pg_atomic_init_u64(&e->stats_reset, 0);
         }
     }
     LWLockRelease(AddinShmemInitLock);
@@ -152,6 +172,64 @@ void creek_set_error(CreekDbEntry *e, const char *msg)
     strlcpy(e->last_error, msg, sizeof(e->last_error));
     e->last_error_at = now;
     SpinLockRelease(&e->mutex);
+}
+
+static void zero_table_stat(CreekTableStat *t)
+{
+    pg_atomic_write_u64(&t->inserts, 0);
+    pg_atomic_write_u64(&t->updates, 0);
+    pg_atomic_write_u64(&t->deletes, 0);
+    pg_atomic_write_u64(&t->truncates, 0);
+    pg_atomic_write_u64(&t->bytes, 0);
+    pg_atomic_write_u64(&t->last_lsn, 0);
+    pg_atomic_write_u64(&t->last_change_at, 0);
+}
+
+CreekTableStat *creek_table_stat(Oid dboid, Oid relid)
+{
+    CreekTableStat *found = nullptr, *free_one = nullptr;
+    SpinLockAcquire(&creek_shared->mutex);
+    for (int i = 0; i < creek_shared->ntables && found == nullptr; i++) {
+        CreekTableStat *t = &creek_shared->tables[i];
+        if (t->in_use && t->dboid == dboid && t->relid == relid)
+            found = t;
+        else if (!t->in_use && free_one == nullptr)
+            free_one = t;
+    }
+    if (found == nullptr && free_one != nullptr) {
+        found = free_one;
+        SpinLockAcquire(&found->mutex);
+        found->in_use = true;
+        found->dboid = dboid;
+        found->relid = relid;
+        memset(&found->schemaname, 0, sizeof(NameData));
+        memset(&found->relname, 0, sizeof(NameData));
+        found->fingerprint[0] = '\0';
+        SpinLockRelease(&found->mutex);
+        zero_table_stat(found);
+    }
+    SpinLockRelease(&creek_shared->mutex);
+    return found;
+}
+
+void creek_reset_table_stats(Oid dboid)
+{
+    for (int i = 0; i < creek_shared->ntables; i++) {
+        CreekTableStat *t = &creek_shared->tables[i];
+        if (t->in_use && t->dboid == dboid)
+            zero_table_stat(t);
+    }
+}
+
+void creek_forget_table_stats(Oid dboid)
+{
+    SpinLockAcquire(&creek_shared->mutex);
+    for (int i = 0; i < creek_shared->ntables; i++) {
+        CreekTableStat *t = &creek_shared->tables[i];
+        if (t->in_use && t->dboid == dboid)
+            t->in_use = false;
+    }
+    SpinLockRelease(&creek_shared->mutex);
 }
 
 bool creek_request_launch(Oid dboid)

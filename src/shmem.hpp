@@ -28,7 +28,24 @@ typedef struct CreekDbEntry {
     pg_atomic_uint64 bytes;
     pg_atomic_uint64 in_flight;
     pg_atomic_uint64 last_acked_commit_time;  // TimestampTz, 0: none yet
+    pg_atomic_uint32 reset_requested;  // creek.reset_stats(): the worker rebases its counters
+    pg_atomic_uint64 stats_reset;      // TimestampTz of the last reset
 } CreekDbEntry;
+
+// Per published table counters (creek.pg_stat_creek_tables). Written by the
+// database's worker only.
+typedef struct CreekTableStat {
+    slock_t mutex;              // protects the names and the fingerprint
+    bool in_use;
+    Oid dboid;
+    Oid relid;
+    NameData schemaname;
+    NameData relname;
+    char fingerprint[16];
+    pg_atomic_uint64 inserts, updates, deletes, truncates, bytes;
+    pg_atomic_uint64 last_lsn;
+    pg_atomic_uint64 last_change_at;   // TimestampTz (commit time)
+} CreekTableStat;
 
 typedef struct CreekShared {
     slock_t mutex;
@@ -36,6 +53,8 @@ typedef struct CreekShared {
     Latch *launcher_latch;
     int nrequests;
     Oid requests[CREEK_MAX_REQUESTS];
+    int ntables;
+    CreekTableStat *tables;     // creek.max_tables entries, after dbs
     int ndbs;
     CreekDbEntry dbs[FLEXIBLE_ARRAY_MEMBER];
 } CreekShared;
@@ -56,6 +75,13 @@ CreekDbEntry *creek_find_db(Oid dboid);
 void creek_set_state(CreekDbEntry *e, const char *state);
 void creek_set_nats_state(CreekDbEntry *e, const char *state);
 void creek_set_error(CreekDbEntry *e, const char *msg);
+
+// The stats entry of a table (claimed when missing); NULL when all are taken.
+CreekTableStat *creek_table_stat(Oid dboid, Oid relid);
+// Zeroes the table counters of a database.
+void creek_reset_table_stats(Oid dboid);
+// Frees the entries of a database's tables (when its worker drops its slot).
+void creek_forget_table_stats(Oid dboid);
 
 // Queues a request to start the worker of a database and wakes the launcher.
 bool creek_request_launch(Oid dboid);

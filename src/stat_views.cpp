@@ -7,6 +7,8 @@
 extern "C" {
 PG_FUNCTION_INFO_V1(creek_stat);
 PG_FUNCTION_INFO_V1(creek_launch);
+PG_FUNCTION_INFO_V1(creek_stat_tables);
+PG_FUNCTION_INFO_V1(creek_reset_stats);
 }
 
 static void require_shared()
@@ -33,8 +35,8 @@ extern "C" Datum creek_stat(PG_FUNCTION_ARGS)
         SpinLockRelease(&e->mutex);
         if (copy.dboid == InvalidOid)
             continue;
-        Datum values[15];
-        bool nulls[15] = {false};
+        Datum values[16];
+        bool nulls[16] = {false};
         char *datname = get_database_name(copy.dboid);
         values[0] = ObjectIdGetDatum(copy.dboid);
         if (datname)
@@ -66,6 +68,9 @@ extern "C" Datum creek_stat(PG_FUNCTION_ARGS)
         TimestampTz acked_at = (TimestampTz) pg_atomic_read_u64(&e->last_acked_commit_time);
         values[14] = TimestampTzGetDatum(acked_at);
         nulls[14] = acked_at == 0;
+        TimestampTz reset_at = (TimestampTz) pg_atomic_read_u64(&e->stats_reset);
+        values[15] = TimestampTzGetDatum(reset_at);
+        nulls[15] = reset_at == 0;
         tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
     }
     return (Datum) 0;
@@ -77,5 +82,71 @@ extern "C" Datum creek_launch(PG_FUNCTION_ARGS)
     if (!creek_request_launch(MyDatabaseId))
         ereport(WARNING, (errmsg("creek could not queue a request to start this database's worker"),
                           errhint("The launcher starts it at the next server start.")));
+    PG_RETURN_VOID();
+}
+
+extern "C" Datum creek_stat_tables(PG_FUNCTION_ARGS)
+{
+    ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+    require_shared();
+    InitMaterializedSRF(fcinfo, 0);
+    for (int i = 0; i < creek_shared->ntables; i++) {
+        CreekTableStat *t = &creek_shared->tables[i];
+        NameData schemaname, relname;
+        char fingerprint[16];
+        bool in_use;
+        Oid dboid, relid;
+        SpinLockAcquire(&t->mutex);
+        in_use = t->in_use;
+        dboid = t->dboid;
+        relid = t->relid;
+        schemaname = t->schemaname;
+        relname = t->relname;
+        memcpy(fingerprint, t->fingerprint, sizeof fingerprint);
+        SpinLockRelease(&t->mutex);
+        if (!in_use)
+            continue;
+        fingerprint[sizeof fingerprint - 1] = '\0';
+        Datum values[13];
+        bool nulls[13] = {false};
+        char *datname = get_database_name(dboid);
+        values[0] = ObjectIdGetDatum(dboid);
+        values[1] = datname ? DirectFunctionCall1(namein, CStringGetDatum(datname)) : (Datum) 0;
+        nulls[1] = datname == nullptr;
+        values[2] = ObjectIdGetDatum(relid);
+        values[3] = NameGetDatum(&schemaname);
+        values[4] = NameGetDatum(&relname);
+        values[5] = Int64GetDatum((int64) pg_atomic_read_u64(&t->inserts));
+        values[6] = Int64GetDatum((int64) pg_atomic_read_u64(&t->updates));
+        values[7] = Int64GetDatum((int64) pg_atomic_read_u64(&t->deletes));
+        values[8] = Int64GetDatum((int64) pg_atomic_read_u64(&t->truncates));
+        values[9] = Int64GetDatum((int64) pg_atomic_read_u64(&t->bytes));
+        uint64 lsn = pg_atomic_read_u64(&t->last_lsn);
+        values[10] = LSNGetDatum(lsn);
+        nulls[10] = lsn == 0;
+        TimestampTz at = (TimestampTz) pg_atomic_read_u64(&t->last_change_at);
+        values[11] = TimestampTzGetDatum(at);
+        nulls[11] = at == 0;
+        values[12] = CStringGetTextDatum(fingerprint);
+        nulls[12] = fingerprint[0] == '\0';
+        tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+    }
+    return (Datum) 0;
+}
+
+extern "C" Datum creek_reset_stats(PG_FUNCTION_ARGS)
+{
+    require_shared();
+    CreekDbEntry *e;
+    SpinLockAcquire(&creek_shared->mutex);
+    e = creek_find_db(MyDatabaseId);
+    if (e != nullptr) {
+        pg_atomic_write_u32(&e->reset_requested, 1);
+        if (e->latch)
+            SetLatch(e->latch);
+    }
+    SpinLockRelease(&creek_shared->mutex);
+    if (e == nullptr)
+        creek_reset_table_stats(MyDatabaseId);
     PG_RETURN_VOID();
 }

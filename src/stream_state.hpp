@@ -26,6 +26,7 @@ struct CreekTable {
     CreekColumnCodec *codecs = nullptr;   // palloc'd in the worker's schema context
     std::string wal_subject, schema_subject, source;  // source: "schema.table"
     std::vector<int> all_cols;         // every column: the row record
+    CreekTableStat *stat = nullptr;    // its counters in shared memory (may stay NULL)
     std::vector<int> pk_cols;          // primary key columns (to tell u from u_pk with FULL)
 };
 

@@ -27,6 +27,8 @@ static Oid extension_oid = InvalidOid;
 static XLogRecPtr confirmed_lsn = InvalidXLogRecPtr;
 static XLogRecPtr saved_lsn = InvalidXLogRecPtr;
 static uint64_t logged_error_generation = 0;
+static uint64_t stats_base_messages = 0;      // counters at the last creek.reset_stats()
+static uint64_t stats_base_bytes = 0;
 static TimestampTz outage_started = 0;         // NATS unreachable since, 0: reachable
 static char last_logged_error[CREEK_ERROR_LEN];
 static TimestampTz last_logged_error_at = 0;
@@ -152,8 +154,14 @@ static void update_status(CreekStream *st, const char *state)
     if (decoding_ctx)
         pg_atomic_write_u64(&e->last_decoded_lsn, decoding_ctx->reader->EndRecPtr);
     pg_atomic_write_u64(&e->confirmed_lsn, confirmed_lsn);
-    pg_atomic_write_u64(&e->messages, st->pub->messages_published());
-    pg_atomic_write_u64(&e->bytes, st->pub->bytes_published());
+    if (pg_atomic_exchange_u32(&e->reset_requested, 0) != 0) {  // creek.reset_stats()
+        stats_base_messages = st->pub->messages_published();
+        stats_base_bytes = st->pub->bytes_published();
+        creek_reset_table_stats(MyDatabaseId);
+        pg_atomic_write_u64(&e->stats_reset, (uint64) GetCurrentTimestamp());
+    }
+    pg_atomic_write_u64(&e->messages, st->pub->messages_published() - stats_base_messages);
+    pg_atomic_write_u64(&e->bytes, st->pub->bytes_published() - stats_base_bytes);
     pg_atomic_write_u64(&e->in_flight, st->pub->in_flight() + st->pub->queued());
     pg_atomic_write_u64(&e->last_acked_commit_time, (uint64) st->last_acked_commit_time);
 
@@ -465,6 +473,7 @@ static void stream_loop(CreekStream *st)
                 ereport(LOG, (errmsg("creek extension dropped: dropping replication slot \"%s\"",
                                      slot_name)));
                 creek_slot_drop(decoding_ctx, slot_name);
+                creek_forget_table_stats(MyDatabaseId);
                 decoding_ctx = nullptr;
                 proc_exit(0);
             }
@@ -534,6 +543,8 @@ void creek_worker_main(Datum arg)
         if (creek_slot_exists(slot_name)) {
             ereport(LOG, (errmsg("creek extension dropped: dropping replication slot \"%s\"", slot_name)));
             creek_slot_drop(nullptr, slot_name);
+            if (creek_shared != nullptr)
+                creek_forget_table_stats(dboid);
         }
         proc_exit(0);
     }

@@ -1,6 +1,6 @@
 -- creek's catalog objects: schema, tables, functions, view.
 BEGIN;
-SELECT plan(27);
+SELECT plan(30);
 
 SELECT has_extension('creek');
 SELECT has_schema('creek');
@@ -23,7 +23,12 @@ SELECT columns_are('creek', 'pg_stat_creek', ARRAY[
     'datid', 'datname', 'pid', 'state', 'nats_state', 'slot_name', 'last_decoded_lsn',
     'confirmed_lsn', 'lag_bytes', 'lag_seconds', 'wal_status', 'retained_wal_bytes',
     'messages_published', 'bytes_published', 'messages_in_flight',
-    'last_error', 'last_error_at', 'started_at']);
+    'last_error', 'last_error_at', 'started_at', 'stats_reset']);
+SELECT has_view('creek', 'pg_stat_creek_tables', 'creek.pg_stat_creek_tables exists');
+SELECT columns_are('creek', 'pg_stat_creek_tables', ARRAY[
+    'datid', 'datname', 'relid', 'schemaname', 'relname', 'inserts', 'updates', 'deletes',
+    'truncates', 'bytes', 'last_lsn', 'last_change_at', 'fingerprint']);
+SELECT has_function('creek', 'reset_stats', ARRAY[]::text[]);
 
 SELECT has_function('creek', 'add_table', ARRAY['regclass']);
 SELECT function_returns('creek', 'add_table', ARRAY['regclass'], 'void');

@@ -2,7 +2,7 @@
 -- (creek_admin only for tables it can read); pg_monitor reads the view;
 -- PUBLIC gets nothing.
 BEGIN;
-SELECT plan(23);
+SELECT plan(28);
 
 CREATE ROLE creek_tap_plain NOLOGIN;
 CREATE ROLE creek_tap_monitor NOLOGIN IN ROLE pg_monitor;
@@ -23,6 +23,10 @@ SELECT table_privs_are('creek', 'tables', 'public', ARRAY[]::text[], 'PUBLIC can
 SELECT table_privs_are('creek', 'schemas', 'public', ARRAY[]::text[], 'PUBLIC cannot read creek.schemas');
 SELECT table_privs_are('creek', 'pg_stat_creek', 'public', ARRAY[]::text[], 'PUBLIC cannot read creek.pg_stat_creek');
 SELECT table_privs_are('creek', 'pg_stat_creek', 'pg_monitor', ARRAY['SELECT'], 'pg_monitor reads creek.pg_stat_creek');
+SELECT table_privs_are('creek', 'pg_stat_creek_tables', 'public', ARRAY[]::text[], 'PUBLIC cannot read creek.pg_stat_creek_tables');
+SELECT table_privs_are('creek', 'pg_stat_creek_tables', 'pg_monitor', ARRAY['SELECT'], 'pg_monitor reads creek.pg_stat_creek_tables');
+SELECT function_privs_are('creek', 'reset_stats', ARRAY[]::text[], 'public', ARRAY[]::text[],
+                          'PUBLIC cannot execute creek.reset_stats');
 
 -- a plain role, even owning privileges on the table, cannot publish it
 SET ROLE creek_tap_plain;
@@ -40,6 +44,8 @@ SET ROLE creek_tap_monitor;
 SELECT lives_ok($$SELECT * FROM creek.pg_stat_creek$$, 'a pg_monitor member reads creek.pg_stat_creek');
 SELECT throws_ok($$SELECT creek.add_table('public.tap_t')$$, '42501', NULL,
                  'a pg_monitor member cannot add a table');
+SELECT throws_ok($$SELECT creek.reset_stats()$$, '42501', NULL,
+                 'a pg_monitor member cannot reset the statistics');
 SELECT throws_ok($$SELECT * FROM creek.tables$$, '42501', NULL, 'a pg_monitor member cannot read creek.tables');
 RESET ROLE;
 
@@ -48,6 +54,7 @@ SELECT has_role('creek_admin', 'the extension created the creek_admin role');
 SET ROLE creek_tap_admin;
 SELECT lives_ok($$SELECT creek.add_table('public.tap_t')$$, 'a creek_admin member adds a table it can read');
 SELECT lives_ok($$SELECT * FROM creek.pg_stat_creek$$, 'a creek_admin member reads creek.pg_stat_creek');
+SELECT lives_ok($$SELECT creek.reset_stats()$$, 'a creek_admin member resets the statistics');
 SELECT lives_ok($$SELECT creek.remove_table('public.tap_t')$$, 'a creek_admin member removes a table');
 SELECT throws_ok($$SELECT creek.add_table('public.tap_secret')$$, '42501',
                  'permission denied to publish table "public.tap_secret"',
