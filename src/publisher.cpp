@@ -393,8 +393,15 @@ bool Publisher::Impl::connect() {
             start = comma + 1;
         }
     }
-    std::string shown = urls.empty() ? std::string("(no URL)") : urls[0];
-    for (size_t i = 1; i < urls.size(); i++) shown += "," + urls[i];
+    // URLs as errors show them: without user:password@
+    auto redact = [](const std::string &u) {
+        size_t scheme = u.find("://");
+        size_t at = u.find('@');
+        if (scheme == std::string::npos || at == std::string::npos || at < scheme) return u;
+        return u.substr(0, scheme + 3) + "***@" + u.substr(at + 1);
+    };
+    std::string shown = urls.empty() ? std::string("(no URL)") : redact(urls[0]);
+    for (size_t i = 1; i < urls.size(); i++) shown += "," + redact(urls[i]);
     if (urls.empty()) {
         set_error("could not connect to NATS: no server URL configured");
         return false;
@@ -421,6 +428,21 @@ bool Publisher::Impl::connect() {
     if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(opts, on_disconnected, cb);
     if (s == NATS_OK) s = natsOptions_SetReconnectedCB(opts, on_reconnected, cb);
     if (s == NATS_OK) s = natsOptions_SetClosedCB(opts, on_closed, cb);
+    const NatsSecurity &sec = cfg.security;
+    if (s == NATS_OK && !sec.user.empty())
+        s = natsOptions_SetUserInfo(opts, sec.user.c_str(), sec.password.c_str());
+    if (s == NATS_OK && !sec.token.empty()) s = natsOptions_SetToken(opts, sec.token.c_str());
+    if (s == NATS_OK && !sec.creds_file.empty())
+        s = natsOptions_SetUserCredentialsFromFiles(opts, sec.creds_file.c_str(), nullptr);
+    if (s == NATS_OK && !sec.nkey.empty())
+        s = natsOptions_SetNKeyFromSeed(opts, sec.nkey.c_str(), sec.nkey_seed_file.c_str());
+    bool want_tls = sec.tls || !sec.tls_ca_file.empty() || !sec.tls_cert_file.empty();
+    if (s == NATS_OK && want_tls) s = natsOptions_SetSecure(opts, true);
+    if (s == NATS_OK && !sec.tls_ca_file.empty())
+        s = natsOptions_LoadCATrustedCertificates(opts, sec.tls_ca_file.c_str());
+    if (s == NATS_OK && !sec.tls_cert_file.empty())
+        s = natsOptions_LoadCertificatesChain(opts, sec.tls_cert_file.c_str(), sec.tls_key_file.c_str());
+    if (s == NATS_OK && want_tls && !sec.tls_verify) s = natsOptions_SkipServerVerification(opts, true);
     if (s != NATS_OK) {
         std::string e = last_nats_error(s);
         natsOptions_Destroy(opts);

@@ -36,9 +36,21 @@ struct StreamSettings {
     int64_t duplicate_window_ms = 120000;
 };
 
+// Credentials and TLS (all optional). Secrets never appear in errors.
+struct NatsSecurity {
+    std::string user, password;     // user and password
+    std::string token;              // or a token
+    std::string creds_file;         // or a .creds file (JWT and NKey seed)
+    std::string nkey, nkey_seed_file;  // or an NKey: public key and seed file
+    bool tls = false;               // require TLS
+    std::string tls_ca_file, tls_cert_file, tls_key_file;
+    bool tls_verify = true;         // verify the server's certificate
+};
+
 struct PublisherConfig {
     std::string urls;              // comma-separated nats:// URLs
     std::string connection_name;   // shown by the NATS server
+    NatsSecurity security;
     // streams the publisher creates (if missing) before anything is sent:
     // each pair is (stream name, subject filter), e.g. ("CREEK_db_wal", "CREEK.db.wal.>")
     std::vector<std::pair<std::string, std::string>> streams;

@@ -8,6 +8,17 @@ char *creek_namespace = nullptr;
 char *creek_producer_name = nullptr;
 int creek_max_in_flight = 4096;
 int creek_ack_timeout_ms = 5000;
+char *creek_nats_user = nullptr;
+char *creek_nats_password = nullptr;
+char *creek_nats_token = nullptr;
+char *creek_nats_creds_file = nullptr;
+char *creek_nats_nkey = nullptr;
+char *creek_nats_nkey_seed_file = nullptr;
+bool creek_nats_tls = false;
+char *creek_nats_tls_ca_file = nullptr;
+char *creek_nats_tls_cert_file = nullptr;
+char *creek_nats_tls_key_file = nullptr;
+bool creek_nats_tls_verify = true;
 int creek_max_databases = 16;
 int creek_max_tables = 1024;
 int creek_stream_storage = 0;
@@ -90,5 +101,31 @@ void creek_define_settings()
         "creek.stream_duplicate_window", "Duplicate window of the streams creek creates.", nullptr,
         &creek_stream_duplicate_window_s, 120, 1, 86400, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr,
         nullptr);
+    // Credentials. Secrets live in files named here: Postgres logs every
+    // setting changed by a reload with its value, so a secret must never be
+    // a setting's value. Only superusers can read these settings.
+    struct { const char *name, *desc; char **var; int flags; } strs[] = {
+        {"creek.nats_user", "User name for NATS.", &creek_nats_user, 0},
+        {"creek.nats_password_file", "File holding the NATS password.", &creek_nats_password,
+         GUC_SUPERUSER_ONLY},
+        {"creek.nats_token_file", "File holding the NATS authentication token.", &creek_nats_token,
+         GUC_SUPERUSER_ONLY},
+        {"creek.nats_creds_file", "NATS .creds file (user JWT and NKey seed).", &creek_nats_creds_file,
+         GUC_SUPERUSER_ONLY},
+        {"creek.nats_nkey", "Public NKey for NATS (with creek.nats_nkey_seed_file).", &creek_nats_nkey, 0},
+        {"creek.nats_nkey_seed_file", "File holding the NKey seed.", &creek_nats_nkey_seed_file,
+         GUC_SUPERUSER_ONLY},
+        {"creek.nats_tls_ca_file", "CA certificates to verify the NATS server.", &creek_nats_tls_ca_file, 0},
+        {"creek.nats_tls_cert_file", "Client certificate for NATS (TLS).", &creek_nats_tls_cert_file, 0},
+        {"creek.nats_tls_key_file", "Client certificate key for NATS (TLS).", &creek_nats_tls_key_file,
+         GUC_SUPERUSER_ONLY},
+    };
+    for (auto &g : strs)
+        DefineCustomStringVariable(g.name, g.desc, nullptr, g.var, "", PGC_SIGHUP, g.flags, nullptr,
+                                   nullptr, nullptr);
+    DefineCustomBoolVariable("creek.nats_tls", "Require TLS to NATS.", nullptr, &creek_nats_tls, false,
+                             PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomBoolVariable("creek.nats_tls_verify", "Verify the NATS server's certificate.", nullptr,
+                             &creek_nats_tls_verify, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
     MarkGUCPrefixReserved("creek");
 }

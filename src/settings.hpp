@@ -7,6 +7,17 @@ extern char *creek_namespace;
 extern char *creek_producer_name;
 extern int creek_max_in_flight;
 extern int creek_ack_timeout_ms;
+extern char *creek_nats_user;
+extern char *creek_nats_password;   // creek.nats_password_file: a path
+extern char *creek_nats_token;      // creek.nats_token_file: a path
+extern char *creek_nats_creds_file;
+extern char *creek_nats_nkey;
+extern char *creek_nats_nkey_seed_file;
+extern bool creek_nats_tls;
+extern char *creek_nats_tls_ca_file;
+extern char *creek_nats_tls_cert_file;
+extern char *creek_nats_tls_key_file;
+extern bool creek_nats_tls_verify;
 extern int creek_max_databases;
 extern int creek_max_tables;
 extern int creek_stream_storage;      // 0 file, 1 memory

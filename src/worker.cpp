@@ -9,7 +9,12 @@
 // destructors; C++ work happens in small functions guarded by try/catch.
 #include "stream_state.hpp"
 
+#include <cerrno>
 #include <cstdio>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <stdexcept>
 #include <cstring>
 
 
@@ -36,12 +41,23 @@ static TimestampTz last_logged_error_at = 0;
 // Settings the worker started with: a reload that changes one restarts it.
 static char *started_settings = nullptr;
 
+static uint64_t secrets_hash();
+
 static char *settings_fingerprint()
 {
-    return psprintf("%s|%s|%s|%d|%d|%d|%d|%d|%d", creek_nats_url, creek_namespace,
-                    creek_producer_name, creek_max_in_flight, creek_ack_timeout_ms,
+    uint64_t secrets = 0;
+    try {
+        secrets = secrets_hash();
+    } catch (...) {
+    }
+    return psprintf("%llx|%s|%s|%s|%d|%d|%d|%d|%d|%d|%s|%s|%s|%s|%s|%s|%d|%s|%s|%s|%d",
+                    (unsigned long long) secrets, creek_nats_url,
+                    creek_namespace, creek_producer_name, creek_max_in_flight, creek_ack_timeout_ms,
                     creek_stream_storage, creek_stream_replicas, creek_stream_max_age_s,
-                    creek_stream_duplicate_window_s);
+                    creek_stream_duplicate_window_s, creek_nats_user, creek_nats_password,
+                    creek_nats_token, creek_nats_creds_file, creek_nats_nkey,
+                    creek_nats_nkey_seed_file, creek_nats_tls, creek_nats_tls_ca_file,
+                    creek_nats_tls_cert_file, creek_nats_tls_key_file, creek_nats_tls_verify);
 }
 
 #define GUARDED(stmt, action)                                                            \
@@ -64,6 +80,35 @@ static char *settings_fingerprint()
 
 /* ---------- plain C++ helpers (no Postgres calls) ---------- */
 
+// The content of a secret file, without its trailing newline; "" for no file.
+static std::string read_secret_file(const char *setting, const char *path)
+{
+    if (path == nullptr || path[0] == '\0')
+        return std::string();
+    std::ifstream in(path, std::ios::binary);
+    if (!in)
+        throw std::runtime_error(std::string("could not read ") + setting + " \"" + path +
+                                 "\": " + std::strerror(errno));
+    std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    while (!s.empty() && (s.back() == '\n' || s.back() == '\r'))
+        s.pop_back();
+    return s;
+}
+
+// A short hash of the secret files' contents, so that a reload notices a
+// changed secret (the hash, never the secret, goes into settings_fingerprint).
+static uint64_t secrets_hash()
+{
+    std::string all;
+    try {
+        all = read_secret_file("creek.nats_password_file", creek_nats_password) + "\x01" +
+              read_secret_file("creek.nats_token_file", creek_nats_token);
+    } catch (...) {
+        all = "unreadable";
+    }
+    return std::hash<std::string>()(all);
+}
+
 static CreekStream *new_stream(CreekDbEntry *entry, const char *db_name)
 {
     CreekStream *st = new CreekStream();
@@ -81,6 +126,17 @@ static CreekStream *new_stream(CreekDbEntry *entry, const char *db_name)
     cfg.stream_settings.replicas = creek_stream_replicas;
     cfg.stream_settings.max_age_ms = int64_t(creek_stream_max_age_s) * 1000;
     cfg.stream_settings.duplicate_window_ms = int64_t(creek_stream_duplicate_window_s) * 1000;
+    cfg.security.user = creek_nats_user;
+    cfg.security.password = read_secret_file("creek.nats_password_file", creek_nats_password);
+    cfg.security.token = read_secret_file("creek.nats_token_file", creek_nats_token);
+    cfg.security.creds_file = creek_nats_creds_file;
+    cfg.security.nkey = creek_nats_nkey;
+    cfg.security.nkey_seed_file = creek_nats_nkey_seed_file;
+    cfg.security.tls = creek_nats_tls;
+    cfg.security.tls_ca_file = creek_nats_tls_ca_file;
+    cfg.security.tls_cert_file = creek_nats_tls_cert_file;
+    cfg.security.tls_key_file = creek_nats_tls_key_file;
+    cfg.security.tls_verify = creek_nats_tls_verify;
     cfg.max_in_flight = creek_max_in_flight;
     cfg.ack_timeout_ms = creek_ack_timeout_ms;
     st->pub = new creek::Publisher(cfg);
@@ -95,11 +151,30 @@ static void add_known_schema(CreekStream *st, const char *fp, const char *source
     st->stored_sources.insert(std::string(fp) + "/" + source);
 }
 
+// Exit status for exit_without_library_teardown().
+static int worker_exit_code = 1;
+
+// Registered after nats.c (and, through it, OpenSSL) registered their own
+// exit handlers, so it runs before them: by then Postgres has finished its
+// cleanup (proc_exit runs every callback before exit()), and tearing those
+// libraries down in a process that is ending only risks a crash (OpenSSL's
+// cleanup crashes after a TLS connection of nats.c).
+static void exit_without_library_teardown()
+{
+    _exit(worker_exit_code);
+}
+
 static bool connect_nats(CreekStream *st)
 {
+    static bool fast_exit_registered = false;
     if (st->pub->ready())
         return true;
-    if (!st->pub->ensure_ready())
+    bool ok = st->pub->ensure_ready();
+    if (!fast_exit_registered) {
+        atexit(exit_without_library_teardown);
+        fast_exit_registered = true;
+    }
+    if (!ok)
         return false;
     st->pub->subscribe(st->subjects->schemas_service());
     return true;
@@ -348,15 +423,13 @@ static Oid current_extension_oid()
 static void worker_exit(int code, Datum arg)
 {
     CreekStream *st = creek_stream;
+    worker_exit_code = code;
     if (MyReplicationSlot != nullptr && confirmed_lsn != saved_lsn)
         creek_slot_save();
     if (st == nullptr)
         return;
-    try {
-        delete st->pub;
-    } catch (...) {
-    }
-    st->pub = nullptr;
+    // The NATS connection is not closed: the process ends, and with it the
+    // socket and nats.c's threads (see exit_without_library_teardown).
     if (st->entry)
         creek_release_db(st->entry, code == 0);
 }
