@@ -7,7 +7,7 @@ PKGS=(
   build-essential postgresql-15 postgresql-server-dev-15 postgresql-contrib
   libnats-dev libavro-dev nats-server
   postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
-  python3 python3-avro python3-pytest
+  python3 python3-avro python3-pytest openssl
 )
 
 SUDO=""

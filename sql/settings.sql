@@ -16,3 +16,16 @@ ALTER SYSTEM SET creek.stream_storage = 'disk';
 ALTER SYSTEM SET creek.nats_url = '';
 -- the creek. prefix is reserved
 SET creek.no_such_setting = 1;
+-- URLs: known schemes, no credentials (Postgres logs setting values)
+ALTER SYSTEM SET creek.nats_url = 'http://127.0.0.1:4222';
+ALTER SYSTEM SET creek.nats_url = 'nats://user:secret@127.0.0.1:4222';
+ALTER SYSTEM SET creek.nats_url = 'nats://127.0.0.1:4222,,nats://127.0.0.1:4223';
+-- secret files: absolute paths
+ALTER SYSTEM SET creek.nats_password_file = 'relative/password';
+ALTER SYSTEM SET creek.nats_tls_ca_file = 'ca.pem';
+-- secrets are not shown to everyone
+CREATE ROLE creek_settings_plain;
+SET ROLE creek_settings_plain;
+SHOW creek.nats_password_file;
+RESET ROLE;
+DROP ROLE creek_settings_plain;

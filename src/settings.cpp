@@ -60,6 +60,56 @@ static bool check_nats_url(char **newval, void **extra, GucSource source)
         GUC_check_errdetail("creek.nats_url must name at least one NATS server.");
         return false;
     }
+    // each comma-separated URL: [scheme://]host[:port], no credentials
+    const char *p = s;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t) (end - p) : strlen(p);
+        char one[1024];
+        if (len >= sizeof one) {
+            GUC_check_errdetail("A NATS URL in creek.nats_url is too long.");
+            return false;
+        }
+        memcpy(one, p, len);
+        one[len] = '\0';
+        char *u = one;
+        while (*u == ' ')
+            u++;
+        char *sep = strstr(u, "://");
+        if (*u == '\0') {
+            GUC_check_errdetail("creek.nats_url has an empty entry.");
+            return false;
+        }
+        if (sep != nullptr) {
+            *sep = '\0';
+            if (strcmp(u, "nats") != 0 && strcmp(u, "tls") != 0 && strcmp(u, "ws") != 0 &&
+                strcmp(u, "wss") != 0) {
+                GUC_check_errdetail("\"%s\" is not a NATS URL scheme (nats, tls, ws, wss).", u);
+                return false;
+            }
+            u = sep + 3;
+        }
+        if (strchr(u, '@') != nullptr) {
+            GUC_check_errdetail("creek.nats_url must not hold credentials: Postgres logs settings.");
+            GUC_check_errhint("Use creek.nats_user with creek.nats_password_file, or creek.nats_token_file.");
+            return false;
+        }
+        if (!end)
+            break;
+        p = end + 1;
+    }
+    return true;
+}
+
+// File settings name absolute paths (the worker does not run in the
+// directory a session does). Readability is checked when connecting.
+static bool check_file_path(char **newval, void **extra, GucSource source)
+{
+    const char *s = *newval;
+    if (s != nullptr && s[0] != '\0' && s[0] != '/') {
+        GUC_check_errdetail("The file must be given by an absolute path.");
+        return false;
+    }
     return true;
 }
 
@@ -104,24 +154,24 @@ void creek_define_settings()
     // Credentials. Secrets live in files named here: Postgres logs every
     // setting changed by a reload with its value, so a secret must never be
     // a setting's value. Only superusers can read these settings.
-    struct { const char *name, *desc; char **var; int flags; } strs[] = {
-        {"creek.nats_user", "User name for NATS.", &creek_nats_user, 0},
+    struct { const char *name, *desc; char **var; int flags; GucStringCheckHook check; } strs[] = {
+        {"creek.nats_user", "User name for NATS.", &creek_nats_user, 0, nullptr},
         {"creek.nats_password_file", "File holding the NATS password.", &creek_nats_password,
-         GUC_SUPERUSER_ONLY},
+         GUC_SUPERUSER_ONLY, check_file_path},
         {"creek.nats_token_file", "File holding the NATS authentication token.", &creek_nats_token,
-         GUC_SUPERUSER_ONLY},
+         GUC_SUPERUSER_ONLY, check_file_path},
         {"creek.nats_creds_file", "NATS .creds file (user JWT and NKey seed).", &creek_nats_creds_file,
-         GUC_SUPERUSER_ONLY},
-        {"creek.nats_nkey", "Public NKey for NATS (with creek.nats_nkey_seed_file).", &creek_nats_nkey, 0},
+         GUC_SUPERUSER_ONLY, check_file_path},
+        {"creek.nats_nkey", "Public NKey for NATS (with creek.nats_nkey_seed_file).", &creek_nats_nkey, 0, nullptr},
         {"creek.nats_nkey_seed_file", "File holding the NKey seed.", &creek_nats_nkey_seed_file,
-         GUC_SUPERUSER_ONLY},
-        {"creek.nats_tls_ca_file", "CA certificates to verify the NATS server.", &creek_nats_tls_ca_file, 0},
-        {"creek.nats_tls_cert_file", "Client certificate for NATS (TLS).", &creek_nats_tls_cert_file, 0},
+         GUC_SUPERUSER_ONLY, check_file_path},
+        {"creek.nats_tls_ca_file", "CA certificates to verify the NATS server.", &creek_nats_tls_ca_file, 0, check_file_path},
+        {"creek.nats_tls_cert_file", "Client certificate for NATS (TLS).", &creek_nats_tls_cert_file, 0, check_file_path},
         {"creek.nats_tls_key_file", "Client certificate key for NATS (TLS).", &creek_nats_tls_key_file,
-         GUC_SUPERUSER_ONLY},
+         GUC_SUPERUSER_ONLY, check_file_path},
     };
     for (auto &g : strs)
-        DefineCustomStringVariable(g.name, g.desc, nullptr, g.var, "", PGC_SIGHUP, g.flags, nullptr,
+        DefineCustomStringVariable(g.name, g.desc, nullptr, g.var, "", PGC_SIGHUP, g.flags, g.check,
                                    nullptr, nullptr);
     DefineCustomBoolVariable("creek.nats_tls", "Require TLS to NATS.", nullptr, &creek_nats_tls, false,
                              PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
