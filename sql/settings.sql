@@ -29,3 +29,8 @@ SET ROLE creek_settings_plain;
 SHOW creek.nats_password_file;
 RESET ROLE;
 DROP ROLE creek_settings_plain;
+-- stream size and connect timeout
+SHOW creek.stream_max_bytes;
+SHOW creek.nats_connect_timeout;
+ALTER SYSTEM SET creek.stream_max_bytes = -2;
+ALTER SYSTEM SET creek.nats_connect_timeout = '10ms';

@@ -25,6 +25,8 @@ int creek_stream_storage = 0;
 int creek_stream_replicas = 1;
 int creek_stream_max_age_s = 0;
 int creek_stream_duplicate_window_s = 120;
+int creek_stream_max_bytes_mb = -1;
+int creek_nats_connect_timeout_ms = 2000;
 }
 
 static const struct config_enum_entry storage_options[] = {
@@ -134,6 +136,14 @@ void creek_define_settings()
     DefineCustomIntVariable(
         "creek.max_databases", "Databases that can stream at once (shared memory slots).",
         nullptr, &creek_max_databases, 16, 1, 1024, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable(
+        "creek.stream_max_bytes", "Maximum size of each stream creek creates (-1: no limit).",
+        nullptr, &creek_stream_max_bytes_mb, -1, -1, INT_MAX, PGC_SIGHUP, GUC_UNIT_MB, nullptr,
+        nullptr, nullptr);
+    DefineCustomIntVariable(
+        "creek.nats_connect_timeout", "How long one attempt to connect to NATS may take.", nullptr,
+        &creek_nats_connect_timeout_ms, 2000, 100, 600000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr,
+        nullptr);
     DefineCustomIntVariable(
         "creek.max_tables", "Published tables whose statistics are kept (shared memory).",
         nullptr, &creek_max_tables, 1024, 16, 1000000, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);

@@ -24,6 +24,8 @@ extern int creek_stream_storage;      // 0 file, 1 memory
 extern int creek_stream_replicas;
 extern int creek_stream_max_age_s;    // 0: unlimited
 extern int creek_stream_duplicate_window_s;
+extern int creek_stream_max_bytes_mb;
+extern int creek_nats_connect_timeout_ms;
 }
 
 // Defines every creek.* setting; called from _PG_init.

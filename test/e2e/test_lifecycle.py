@@ -186,3 +186,28 @@ def test_drop_extension_during_a_nats_outage_mid_transaction():
                                                log_lines(pg, since))) from None
         finally:
             db.close()
+
+
+def test_stream_settings_apply_to_created_streams(nats):
+    """creek.stream_max_bytes, creek.stream_duplicate_window and
+    creek.stream_storage shape the streams creek creates."""
+    from servers import PgCluster
+    from natsclient import NatsClient
+    pg = PgCluster(conf={"creek.nats_url": nats.url, "creek.namespace": "STREAMCFG",
+                         "creek.stream_max_bytes": "64MB",
+                         "creek.stream_duplicate_window": "5min",
+                         "creek.stream_storage": "memory"})
+    try:
+        pg.start()
+        pg.psql("CREATE DATABASE s")
+        pg.psql("CREATE EXTENSION creek", db="s")
+        c = NatsClient(nats.url, timeout=5)
+        info = wait_until(lambda: c.stream_info("STREAMCFG_s_wal"), 20, 0.2, "the wal stream")
+        cfg = info["config"]
+        assert cfg["max_bytes"] == 64 * 1024 * 1024, cfg
+        assert cfg["duplicate_window"] == 300 * 10**9, cfg
+        assert cfg["storage"] == "memory", cfg
+        assert cfg["subjects"] == ["STREAMCFG.s.wal.>"], cfg
+        c.close()
+    finally:
+        pg.cleanup()
