@@ -211,3 +211,26 @@ def test_stream_settings_apply_to_created_streams(nats):
         c.close()
     finally:
         pg.cleanup()
+
+
+def test_idle_database_slot_moves_forward(pg, nats, make_db):
+    """A database with nothing to publish, next to a busy one, does not hold
+    WAL back: its slot's confirmed and restart positions follow the WAL."""
+    busy = make_db("l_busy")
+    idle = make_db("l_idle")
+    busy.sql("CREATE TABLE t (id int PRIMARY KEY, v text)")
+    busy.add_table("t")
+    start_restart = pg.scalar("SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = '%s'"
+                              % idle.slot_name)
+    busy.sql("INSERT INTO t SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g")
+    pg.psql("CHECKPOINT")
+    target = pg.scalar("SELECT pg_current_wal_lsn()")
+
+    def moved():
+        return pg.scalar(
+            "SELECT confirmed_flush_lsn >= '%s'::pg_lsn AND restart_lsn > '%s'::pg_lsn "
+            "FROM pg_replication_slots WHERE slot_name = '%s'" % (target, start_restart, idle.slot_name)) == "t"
+    wait_until(moved, 30, 0.2, "the idle database's slot to follow the WAL")
+    lag = int(pg.scalar("SELECT lag_bytes FROM creek.pg_stat_creek WHERE datname = current_database()",
+                        db=idle.name))
+    assert lag < 16 * 1024 * 1024, lag
