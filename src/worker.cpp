@@ -313,9 +313,17 @@ static void handle_requests_mid_transaction(CreekStream *st)
 
 extern "C" void creek_wait_for_room(void)
 {
+    // Called after every decoded change: let the publisher send every 64
+    // changes, or at once when its queue is full (the main loop pumps after
+    // each batch of WAL records as well).
+    static unsigned calls = 0;
     CreekStream *st = creek_stream;
-    creek_pump(st);
+    if (++calls % 64 == 0)
+        creek_pump(st);
     while (!st->pub->has_room()) {
+        creek_pump(st);
+        if (st->pub->has_room())
+            break;
         handle_requests_mid_transaction(st);
         (void) WaitLatchOrSocket(MyLatch,
                                  WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
