@@ -76,6 +76,8 @@ const char *nats_state_name(NatsState s) {
 namespace {
 
 constexpr const char *kMsgIdHeader = "Nats-Msg-Id";
+constexpr const char *kChunkHeader = "Creek-Chunk";
+constexpr int kJSMessageTooLargeErr = 10054;  // JSStreamMessageExceedsMaximumErr
 constexpr int kJSStreamNameExistErr = 10058;  // JSStreamNameExistErr
 
 int64_t realtime_us() {
@@ -284,6 +286,7 @@ struct Publisher::Impl {
     enum EntryState : uint8_t { Queued, InFlight, Acked, Failed };
     struct Entry {
         std::string subject, id, data;
+        std::string chunk;     // "k/n" for a part of a split message, else empty
         EntryState st = Queued;
         int64_t sent_ms = 0;
     };
@@ -297,6 +300,8 @@ struct Publisher::Impl {
     bool ever_connected = false;  // nats.c threads may know cb
     bool streams_ok = false;
     uint64_t max_payload = 0;
+    int64_t stream_max_msg = 0;     // smallest MaxMsgSize of the streams (0: none)
+    bool too_large = false;         // a queued part exceeds what the server now accepts
 
     std::vector<std::string> sub_subjects;
     std::vector<natsSubscription *> subs;   // parallel to sub_subjects
@@ -509,6 +514,7 @@ bool Publisher::Impl::ensure_streams() {
     jsOptions o;
     jsOptions_Init(&o);
     o.Wait = std::max<int64_t>(cfg.connect_timeout_ms, 500);
+    stream_max_msg = 0;
     for (auto &st : cfg.streams) {
         jsStreamConfig sc;
         jsStreamConfig_Init(&sc);
@@ -529,8 +535,23 @@ bool Publisher::Impl::ensure_streams() {
             SignalBlock sb;  // the first request creates the resp-mux thread
             s = js_AddStream(&si, js, &sc, &o, &jerr);
         }
+        if (s != NATS_OK && int(jerr) == kJSStreamNameExistErr) {
+            // It exists with other settings: use it as it is, but learn its
+            // message size limit (messages are split below it).
+            if (si != nullptr) jsStreamInfo_Destroy(si);
+            si = nullptr;
+            jsErrCode e2 = jsErrCode(0);
+            if (js_GetStreamInfo(&si, js, sc.Name, &o, &e2) != NATS_OK) si = nullptr;
+            s = NATS_OK;
+        }
+        if (s == NATS_OK) {
+            if (si != nullptr && si->Config != nullptr && si->Config->MaxMsgSize > 0 &&
+                (stream_max_msg == 0 || si->Config->MaxMsgSize < stream_max_msg))
+                stream_max_msg = si->Config->MaxMsgSize;
+            if (si != nullptr) jsStreamInfo_Destroy(si);
+            continue;
+        }
         if (si != nullptr) jsStreamInfo_Destroy(si);
-        if (s == NATS_OK || int(jerr) == kJSStreamNameExistErr) continue;
         std::string e = last_nats_error(s);
         char code[64];
         std::snprintf(code, sizeof code, " (JetStream error code %d)", int(jerr));
@@ -714,6 +735,7 @@ void Publisher::Impl::apply_acks() {
                                 buf;
             }
             mark_failed(e);
+            if (r.err_code == kJSMessageTooLargeErr) too_large = true;
             if (r.status == int(NATS_NO_RESPONDERS) || r.err_code == 10059 /* stream not found */)
                 streams_ok = false;   // let ensure_ready() (re)create the streams
         }
@@ -812,6 +834,11 @@ void Publisher::Impl::send(int64_t now) {
         Entry &e = entry(pos);
         natsMsg *m = nullptr;
         natsStatus s = natsMsg_Create(&m, e.subject.c_str(), nullptr, e.data.data(), int(e.data.size()));
+        if (s == NATS_OK && !e.chunk.empty()) s = natsMsgHeader_Set(m, kChunkHeader, e.chunk.c_str());
+        if (s != NATS_OK && m != nullptr) {
+            natsMsg_Destroy(m);
+            m = nullptr;
+        }
         if (s == NATS_OK) {
             jsPubOptions po;
             jsPubOptions_Init(&po);
@@ -854,6 +881,7 @@ void Publisher::Impl::send(int64_t now) {
         }
         std::string why = last_nats_error(s);
         if (s == NATS_MAX_PAYLOAD) {
+            too_large = true;
             char buf[160];
             std::snprintf(buf, sizeof buf, " (message of %zu bytes plus headers, server max_payload %llu bytes)",
                           e.data.size(), (unsigned long long) max_payload);
@@ -953,24 +981,51 @@ bool Publisher::ready() const {
     return impl_->js != nullptr && impl_->streams_ok && impl_->connected();
 }
 
+// The largest message sent whole; larger ones are split (0: no limit known).
+size_t Publisher::part_limit() const {
+    uint64_t mp = max_payload();
+    if (impl_->stream_max_msg > 0 && (mp == 0 || uint64_t(impl_->stream_max_msg) < mp))
+        mp = uint64_t(impl_->stream_max_msg);
+    if (mp == 0) return 0;
+    // Headers count against max_payload: keep room for them.
+    return size_t(mp > kPartHeadroom + 1024 ? mp - kPartHeadroom : 1024);
+}
+
 uint64_t Publisher::enqueue(const std::string &subject, const std::string &msg_id,
                             const void *data, size_t len) {
     Impl *im = impl_.get();
-    Impl::Entry e;
-    e.subject = subject;
-    e.id = msg_id;
-    e.data.assign(static_cast<const char *>(data), len);
-    im->entries.push_back(std::move(e));
-    uint64_t pos = im->last_pos + 1;
+    const char *bytes = static_cast<const char *>(data);
+    size_t limit = part_limit();
+    size_t parts = (limit == 0 || len <= limit) ? 1 : (len + limit - 1) / limit;
+    size_t added = 0;
     try {
-        im->outgoing.push_back(pos);
+        for (size_t k = 1; k <= parts; k++) {
+            Impl::Entry e;
+            e.subject = subject;
+            if (parts == 1) {
+                e.id = msg_id;
+                e.data.assign(bytes, len);
+            } else {
+                std::string kn = std::to_string(k) + "/" + std::to_string(parts);
+                e.id = msg_id + ":" + kn;
+                e.chunk = kn;
+                size_t off = (k - 1) * limit;
+                e.data.assign(bytes + off, std::min(limit, len - off));
+            }
+            im->entries.push_back(std::move(e));
+            added++;
+            im->outgoing.push_back(im->last_pos + added);
+        }
     } catch (...) {
-        im->entries.pop_back();
+        while (im->outgoing.size() > 0 && im->outgoing.back() > im->last_pos) im->outgoing.pop_back();
+        for (; added > 0; added--) im->entries.pop_back();
         throw;
     }
-    im->last_pos = pos;
-    return pos;
+    im->last_pos += parts;
+    return im->last_pos;
 }
+
+bool Publisher::too_large() const { return impl_->too_large; }
 
 void Publisher::pump() {
     Impl *im = impl_.get();

@@ -87,10 +87,26 @@ public:
     bool ensure_ready();
     bool ready() const;
 
-    // Appends a message to the send queue (copies data). Returns its position.
-    // Never blocks, never sends: pump() does that.
+    // Appends a message to the send queue (copies data). Returns its position
+    // (the position of its last part). Never blocks, never sends: pump() does.
+    //
+    // A message larger than part_limit() is split into n parts, each a NATS
+    // message on the same subject, sent one after the other, with the header
+    // "Creek-Chunk: k/n" (k = 1..n) and the message id "<msg_id>:k/n". A
+    // consumer concatenates the payloads of parts 1..n, in stream order, to
+    // get the message; a part 1 starts a new message (an incomplete one before
+    // it, left by a producer restart, is discarded).
     uint64_t enqueue(const std::string &subject, const std::string &msg_id,
                      const void *data, size_t len);
+    // Largest payload sent as one message: the server's max_payload (or the
+    // streams' smaller max_msg_size) minus room for headers; 0 when unknown
+    // (not connected yet: nothing is split).
+    size_t part_limit() const;
+    static constexpr size_t kPartHeadroom = 1024;
+    // True once a message was refused as too large (the server's limit went
+    // down after it was split): the caller should start over from its source
+    // so that it is split again for the new limit. It is retried meanwhile.
+    bool too_large() const;
 
     // Sends queued messages while the in-flight window has room, applies the
     // acknowledgements received so far, and schedules resends of failures.

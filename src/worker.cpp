@@ -284,6 +284,19 @@ static bool settings_changed()
     return changed;
 }
 
+// A message was split for a larger limit than the NATS server (or stream)
+// now accepts: start over from the confirmed position, so that every message
+// not yet acknowledged is split again for the current limit.
+static void restart_if_too_large(CreekStream *st)
+{
+    if (!st->pub->too_large())
+        return;
+    ereport(LOG, (errmsg("creek worker restarting: NATS refused a message as too large"),
+                  errdetail("The server's max_payload or the stream's max_msg_size went down; "
+                            "unacknowledged changes are decoded again and split for the new limit.")));
+    proc_exit(1);
+}
+
 // Requests that cannot wait for the end of the transaction being decoded:
 // the worker exits, and its successor (or DROP DATABASE) takes over from the
 // confirmed position. Used while waiting for the publisher mid-transaction.
@@ -302,6 +315,7 @@ static void handle_requests_mid_transaction(CreekStream *st)
         ereport(LOG, (errmsg("creek worker restarting: DROP EXTENSION creek was requested")));
         proc_exit(1);
     }
+    restart_if_too_large(st);
     if (ConfigReloadPending) {
         // Reading the configuration here, inside a decoded transaction with
         // a historic catalog snapshot, could run other settings' check hooks
@@ -533,6 +547,7 @@ static void stream_loop(CreekStream *st)
         store_schemas(st);
         creek_pump(st);
         confirm(st);
+        restart_if_too_large(st);
         creek_serve_requests(st);
         update_status(st, ready ? "streaming" : "waiting for NATS");
 

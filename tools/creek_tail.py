@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test", "lib"))
 
-from avrocheck import decode_single_object  # noqa: E402
+from avrocheck import PartAssembler, decode_single_object  # noqa: E402
 from natsclient import NatsClient  # noqa: E402
 
 
@@ -57,6 +57,7 @@ def main():
     client = NatsClient(args.url, timeout=5, name="creek_tail")
     stream = "%s_%s_wal" % (args.namespace, token(args.db).replace("%", "="))
     schemas = {}
+    parts = PartAssembler()   # messages over max_payload arrive in parts
     seq = args.from_seq
     deadline = time.time() + args.seconds if args.seconds else None
     while True:
@@ -67,15 +68,21 @@ def main():
             seq += 1
             if msg is None:
                 continue
-            fp = base64.urlsafe_b64encode(msg.data[2:10]).decode()
+            data = parts.add(msg.subject, msg.headers, msg.data)
+            if data is None:
+                continue
+            fp = base64.urlsafe_b64encode(data[2:10]).decode()
             if fp not in schemas:
                 reply = client.request(args.namespace + "._schemas", fp.encode(), 5)
                 if reply is None:
                     print(json.dumps({"subject": msg.subject, "error": "unknown schema " + fp}), flush=True)
                     continue
                 schemas[fp] = json.loads(reply)["schema"]
-            rec = decode_single_object(msg.data, schemas[fp])
-            out = {"subject": msg.subject, "msg_id": msg.header("Nats-Msg-Id"), "op": rec["op"],
+            rec = decode_single_object(data, schemas[fp])
+            msg_id = msg.header("Nats-Msg-Id")
+            if msg.header("Creek-Chunk"):
+                msg_id = msg_id.rsplit(":", 1)[0]
+            out = {"subject": msg.subject, "msg_id": msg_id, "op": rec["op"],
                    "before": plain(rec["before"]), "after": plain(rec["after"]),
                    "source": plain(rec["source"])}
             print(json.dumps(out, ensure_ascii=False), flush=True)

@@ -508,9 +508,19 @@ class CreekDb:
         return RowMsg(smsg, body, schema)
 
     def rows(self, start_seq=1, filter_subject=None):
-        """Every row message of the wal stream, decoded, in stream order."""
-        return [self.decode(m) for m in read_stream(self.client, self.wal_stream, start_seq,
-                                                    filter_subject)]
+        """Every row message of the wal stream, decoded, in stream order (a
+        message split in parts is put back together: see PartAssembler)."""
+        asm = avrocheck.PartAssembler()
+        out = []
+        for m in read_stream(self.client, self.wal_stream, start_seq, filter_subject):
+            data = asm.add(m.subject, m.headers, m.data)
+            if data is None:
+                continue
+            if data is not m.data:
+                m = StreamMsg(m.subject, dict(m.headers, **{
+                    "Nats-Msg-Id": m.headers["Nats-Msg-Id"].rsplit(":", 1)[0]}), data, m.seq, m.ts_ns)
+            out.append(self.decode(m))
+        return out
 
     def reconnect_nats(self, timeout=10):
         """A new NATS connection (after the server was restarted)."""

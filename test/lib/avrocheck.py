@@ -241,3 +241,37 @@ def encode_binary(datum, schema_json, raw=False):
 
 def encode_single_object(datum, schema_json, raw=False):
     return SINGLE_OBJECT_MAGIC + fingerprint(schema_json) + encode_binary(datum, schema_json, raw)
+
+
+class PartAssembler:
+    """Puts split messages back together (creek's rule for messages larger
+    than the NATS server's max_payload): a message with the header
+    `Creek-Chunk: k/n` is part k of n; the payloads of parts 1..n, in stream
+    order on the same subject, concatenate to the message. A part 1 starts a
+    new message: an incomplete one before it is discarded.
+
+    add() returns the whole payload when a message is complete (at once for an
+    unsplit message), else None."""
+
+    def __init__(self):
+        self._open = {}   # subject -> (n, next k, [payloads])
+
+    def add(self, subject, headers, data):
+        part = (headers or {}).get("Creek-Chunk")
+        if not part:
+            return data
+        k, n = (int(x) for x in part.split("/"))
+        if k == 1:
+            self._open[subject] = (n, 2, [data])
+        else:
+            cur = self._open.get(subject)
+            if cur is None or cur[0] != n or cur[1] != k:
+                self._open.pop(subject, None)   # a part without its beginning
+                return None
+            cur[2].append(data)
+            self._open[subject] = (n, k + 1, cur[2])
+        n_, nxt, parts = self._open[subject]
+        if nxt > n_:
+            del self._open[subject]
+            return b"".join(parts)
+        return None

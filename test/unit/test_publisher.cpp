@@ -246,8 +246,14 @@ struct Client {
     // Every message of the stream in stream order (payloads), read with an
     // ephemeral push consumer.
     std::vector<std::string> read_all(const std::string &stream, const std::string &subject,
-                                      uint64_t expected, int timeout_ms = 20000) {
+                                      uint64_t expected, int timeout_ms = 20000,
+                                      std::vector<std::string> *chunks = nullptr) {
         std::vector<std::string> out;
+        auto keep = [&](natsMsg *m) {
+            out.emplace_back(natsMsg_GetData(m), size_t(natsMsg_GetDataLength(m)));
+            const char *h = nullptr;
+            if (chunks) chunks->push_back(natsMsgHeader_Get(m, "Creek-Chunk", &h) == NATS_OK ? h : "");
+        };
         jsSubOptions so;
         jsSubOptions_Init(&so);
         so.Stream = stream.c_str();
@@ -264,14 +270,14 @@ struct Client {
         while (out.size() < expected && now_ms() < until) {
             natsMsg *m = nullptr;
             if (natsSubscription_NextMsg(&m, sub, 500) != NATS_OK) continue;
-            out.emplace_back(natsMsg_GetData(m), size_t(natsMsg_GetDataLength(m)));
+            keep(m);
             natsMsg_Destroy(m);
         }
         // anything beyond the expected count shows up within a short grace period
         for (;;) {
             natsMsg *m = nullptr;
             if (natsSubscription_NextMsg(&m, sub, 300) != NATS_OK) break;
-            out.emplace_back(natsMsg_GetData(m), size_t(natsMsg_GetDataLength(m)));
+            keep(m);
             natsMsg_Destroy(m);
         }
         natsSubscription_Unsubscribe(sub);
@@ -877,31 +883,93 @@ TEST(service_request_reply) {
     natsInbox_Destroy(inbox);
 }
 
-// (g) a message larger than the server's max_payload: a clear error, and
-// acked_through never passes it.
-TEST(too_big_message_is_not_skipped) {
+// (g) a message larger than the server's max_payload is split into parts
+// (header Creek-Chunk: k/n) that concatenate to it, in order, between the
+// messages around it.
+TEST(big_message_is_split_into_parts) {
     NatsServer srv;
     CHECK(srv.start());
     PublisherConfig c = make_config(srv, "CREEK_g", "CREEK.g.>");
+    Publisher p(c);
+    CHECK(p.ensure_ready());
+    CHECK_EQ(p.part_limit(), size_t(1024 * 1024 - Publisher::kPartHeadroom));
+    std::string small = "small", big(2 * 1024 * 1024 + 5, 'x');
+    for (size_t i = 0; i < big.size(); i++) big[i] = char('a' + (i * 7 + i / 1000) % 26);
+    CHECK_EQ(p.enqueue("CREEK.g.x", "g-1", small.data(), small.size()), uint64_t(1));
+    CHECK_EQ(p.enqueue("CREEK.g.x", "g-2", big.data(), big.size()), uint64_t(4));   // 3 parts
+    CHECK_EQ(p.enqueue("CREEK.g.x", "g-3", small.data(), small.size()), uint64_t(5));
+    drive(p, [&] { return p.acked_through() == 5; }, 10000);
+    CHECK_EQ(p.acked_through(), uint64_t(5));
+    CHECK(!p.too_large());
+    Client cl(srv.url());
+    CHECK(cl.ok());
+    if (!cl.ok()) return;
+    std::vector<std::string> chunks;
+    std::vector<std::string> all = cl.read_all("CREEK_g", "CREEK.g.>", 5, 20000, &chunks);
+    CHECK_EQ(all.size(), size_t(5));
+    if (all.size() != 5) return;
+    CHECK_EQ(all[0], small);
+    CHECK_EQ(chunks[0], std::string(""));
+    CHECK_EQ(chunks[1], std::string("1/3"));
+    CHECK_EQ(chunks[2], std::string("2/3"));
+    CHECK_EQ(chunks[3], std::string("3/3"));
+    CHECK(all[1].size() <= p.part_limit());
+    CHECK(all[1] + all[2] + all[3] == big);
+    CHECK_EQ(all[4], small);
+    CHECK_EQ(chunks[4], std::string(""));
+}
+
+// (g2) a stream that exists with a smaller max_msg_size sets the limit; when
+// the limit goes down after a message was split, the publisher says so
+// (too_large) and never skips the message.
+TEST(stream_max_msg_size_limits_parts) {
+    NatsServer srv;
+    CHECK(srv.start());
+    Client cl(srv.url());
+    CHECK(cl.ok());
+    if (!cl.ok()) return;
+    auto make_stream = [&](const char *name, const char *subj, int32_t max_msg, bool update) {
+        jsStreamConfig sc;
+        jsStreamConfig_Init(&sc);
+        sc.Name = name;
+        sc.Subjects = &subj;
+        sc.SubjectsLen = 1;
+        sc.MaxMsgSize = max_msg;
+        jsStreamInfo *si = nullptr;
+        jsErrCode e = jsErrCode(0);
+        natsStatus s = update ? js_UpdateStream(&si, cl.js, &sc, nullptr, &e)
+                              : js_AddStream(&si, cl.js, &sc, nullptr, &e);
+        if (si) jsStreamInfo_Destroy(si);
+        return s == NATS_OK;
+    };
+    CHECK(make_stream("CREEK_h", "CREEK.h.>", 8192, false));
+    PublisherConfig c = make_config(srv, "CREEK_h", "CREEK.h.>");
     c.retry_backoff_min_ms = 20;
     c.retry_backoff_max_ms = 200;
     Publisher p(c);
     CHECK(p.ensure_ready());
-    std::string small = "small", big(2 * 1024 * 1024, 'x');
-    p.enqueue("CREEK.g.x", "g-1", small.data(), small.size());
-    p.enqueue("CREEK.g.x", "g-2", big.data(), big.size());
-    p.enqueue("CREEK.g.x", "g-3", small.data(), small.size());
-    drive(p, [&] { return contains(p.last_error(), "Maximum Payload"); }, 5000);
-    drive(p, [] { return false; }, 500);   // let a few retries happen
+    CHECK_EQ(p.part_limit(), size_t(8192 - Publisher::kPartHeadroom));
+    std::string big(20000, 'y');
+    CHECK_EQ(p.enqueue("CREEK.h.x", "h-1", big.data(), big.size()), uint64_t(3));
+    drive(p, [&] { return p.acked_through() == 3; }, 10000);
+    CHECK_EQ(p.acked_through(), uint64_t(3));
+    // the limit goes down: the next split message is refused, not skipped
+    CHECK(make_stream("CREEK_h", "CREEK.h.>", 2048, true));
+    CHECK_EQ(p.enqueue("CREEK.h.x", "h-2", big.data(), big.size()), uint64_t(6));
+    drive(p, [&] { return p.too_large(); }, 5000);
+    drive(p, [] { return false; }, 300);
+    CHECK(p.too_large());
     std::printf("  (expected) %s\n", p.last_error().c_str());
-    CHECK(contains(p.last_error(), "could not publish message g-2 to CREEK.g.x"));
-    CHECK(contains(p.last_error(), "Maximum Payload"));
-    CHECK_EQ(p.acked_through(), uint64_t(1));
-    CHECK_EQ(p.last_position(), uint64_t(3));
-    CHECK(p.queued() >= 1);
-    Client cl(srv.url());
-    CHECK(cl.ok());
-    if (cl.ok()) CHECK_EQ(cl.count("CREEK_g"), uint64_t(1));
+    CHECK_EQ(p.acked_through(), uint64_t(3));
+    CHECK_EQ(cl.count("CREEK_h"), uint64_t(3));
+    // a new publisher (the worker restarts) splits for the new limit
+    Publisher p2(c);
+    CHECK(p2.ensure_ready());
+    CHECK_EQ(p2.part_limit(), size_t(1024));
+    CHECK_EQ(p2.enqueue("CREEK.h.x", "h-2", big.data(), big.size()), uint64_t(20));
+    drive(p2, [&] { return p2.acked_through() == 20; }, 10000);
+    CHECK_EQ(p2.acked_through(), uint64_t(20));
+    CHECK_EQ(cl.count("CREEK_h"), uint64_t(23));
 }
 
 TEST_MAIN()
