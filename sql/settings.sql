@@ -32,5 +32,7 @@ DROP ROLE creek_settings_plain;
 -- stream size and connect timeout
 SHOW creek.stream_max_bytes;
 SHOW creek.nats_connect_timeout;
+SHOW creek.nats_reconnect_wait;
+ALTER SYSTEM SET creek.nats_reconnect_wait = '1ms';
 ALTER SYSTEM SET creek.stream_max_bytes = -2;
 ALTER SYSTEM SET creek.nats_connect_timeout = '10ms';

@@ -251,11 +251,13 @@ void on_async_error(natsConnection *nc, natsSubscription *, natsStatus err, void
 }
 
 // Reconnect delay: 250 ms after the first failed pass over the server list,
-// doubling up to 2 s. Pure function (runs on the reconnect thread).
-int64_t reconnect_delay(natsConnection *, int attempts, void *) {
-    int64_t d = 250;
-    for (int i = 1; i < attempts && d < 2000; i++) d *= 2;
-    return std::min<int64_t>(d, 2000);
+// doubling up to the configured maximum (the closure holds it, in ms). Pure
+// function (runs on the reconnect thread).
+int64_t reconnect_delay(natsConnection *, int attempts, void *closure) {
+    int64_t max = std::max<int64_t>(int64_t(reinterpret_cast<intptr_t>(closure)), 10);
+    int64_t d = std::min<int64_t>(250, max);
+    for (int i = 1; i < attempts && d < max; i++) d *= 2;
+    return std::min<int64_t>(d, max);
 }
 
 std::string trim(const std::string &s) {
@@ -421,7 +423,8 @@ bool Publisher::Impl::connect() {
         s = natsOptions_SetName(opts, cfg.connection_name.c_str());
     if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
     if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, 250);
-    if (s == NATS_OK) s = natsOptions_SetCustomReconnectDelay(opts, reconnect_delay, nullptr);
+    if (s == NATS_OK) s = natsOptions_SetCustomReconnectDelay(
+            opts, reconnect_delay, reinterpret_cast<void *>(intptr_t(cfg.reconnect_wait_max_ms)));
     if (s == NATS_OK)
         s = natsOptions_SetTimeout(opts, cfg.connect_timeout_ms > 0 ? cfg.connect_timeout_ms : 2000);
     if (s == NATS_OK) s = natsOptions_SetPingInterval(opts, 5000);

@@ -58,6 +58,7 @@ struct PublisherConfig {
     int max_in_flight = 1024;      // unacknowledged messages at once
     int64_t ack_timeout_ms = 5000; // jsPubOptions.MaxWait
     int64_t connect_timeout_ms = 2000;
+    int64_t reconnect_wait_max_ms = 2000;  // reconnect back-off: 250 ms doubling up to this
     int64_t retry_backoff_min_ms = 100;
     int64_t retry_backoff_max_ms = 5000;
 };

@@ -27,6 +27,7 @@ int creek_stream_max_age_s = 0;
 int creek_stream_duplicate_window_s = 120;
 int creek_stream_max_bytes_mb = -1;
 int creek_nats_connect_timeout_ms = 2000;
+int creek_nats_reconnect_wait_ms = 2000;
 }
 
 static const struct config_enum_entry storage_options[] = {
@@ -143,6 +144,11 @@ void creek_define_settings()
     DefineCustomIntVariable(
         "creek.nats_connect_timeout", "How long one attempt to connect to NATS may take.", nullptr,
         &creek_nats_connect_timeout_ms, 2000, 100, 600000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr,
+        nullptr);
+    DefineCustomIntVariable(
+        "creek.nats_reconnect_wait", "Longest wait between two attempts to reach NATS.",
+        "After a connection is lost, attempts start 250 ms apart and back off to this.",
+        &creek_nats_reconnect_wait_ms, 2000, 10, 600000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr,
         nullptr);
     DefineCustomIntVariable(
         "creek.max_tables", "Published tables whose statistics are kept (shared memory).",

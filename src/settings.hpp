@@ -26,6 +26,7 @@ extern int creek_stream_max_age_s;    // 0: unlimited
 extern int creek_stream_duplicate_window_s;
 extern int creek_stream_max_bytes_mb;
 extern int creek_nats_connect_timeout_ms;
+extern int creek_nats_reconnect_wait_ms;
 }
 
 // Defines every creek.* setting; called from _PG_init.

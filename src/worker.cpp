@@ -50,8 +50,8 @@ static char *settings_fingerprint()
         secrets = secrets_hash();
     } catch (...) {
     }
-    return psprintf("%d|%d|%llx|%s|%s|%s|%d|%d|%d|%d|%d|%d|%s|%s|%s|%s|%s|%s|%d|%s|%s|%s|%d",
-                    creek_stream_max_bytes_mb, creek_nats_connect_timeout_ms,
+    return psprintf("%d|%d|%d|%llx|%s|%s|%s|%d|%d|%d|%d|%d|%d|%s|%s|%s|%s|%s|%s|%d|%s|%s|%s|%d",
+                    creek_stream_max_bytes_mb, creek_nats_connect_timeout_ms, creek_nats_reconnect_wait_ms,
                     (unsigned long long) secrets, creek_nats_url,
                     creek_namespace, creek_producer_name, creek_max_in_flight, creek_ack_timeout_ms,
                     creek_stream_storage, creek_stream_replicas, creek_stream_max_age_s,
@@ -140,6 +140,7 @@ static CreekStream *new_stream(CreekDbEntry *entry, const char *db_name)
     cfg.security.tls_verify = creek_nats_tls_verify;
     cfg.max_in_flight = creek_max_in_flight;
     cfg.connect_timeout_ms = creek_nats_connect_timeout_ms;
+    cfg.reconnect_wait_max_ms = creek_nats_reconnect_wait_ms;
     if (creek_stream_max_bytes_mb > 0)
         cfg.stream_settings.max_bytes = int64_t(creek_stream_max_bytes_mb) * 1024 * 1024;
     cfg.ack_timeout_ms = creek_ack_timeout_ms;
@@ -532,7 +533,7 @@ static void stream_loop(CreekStream *st)
             GUARDED(ready = connect_nats(st), "connect to NATS");
             if (!ready) {
                 next_connect = TimestampTzPlusMilliseconds(now, connect_backoff_ms);
-                connect_backoff_ms = Min(connect_backoff_ms * 2, 5000);
+                connect_backoff_ms = Min(connect_backoff_ms * 2, creek_nats_reconnect_wait_ms);
             } else {
                 connect_backoff_ms = 100;
             }
