@@ -246,7 +246,14 @@ void on_closed(natsConnection *nc, void *closure) {
 void on_async_error(natsConnection *nc, natsSubscription *, natsStatus err, void *closure) {
     CbState *st = static_cast<CbState *>(closure);
     if (nc != st->current.load()) return;
-    st->set_error("NATS asynchronous error: ", natsStatus_GetText(err));
+    // The server's own text (e.g. "Permissions Violation for Publish to ...")
+    // says more than the status.
+    const char *text = nullptr;
+    natsConnection_GetLastError(nc, &text);
+    if (text != nullptr && *text != '\0')
+        st->set_error("NATS error: ", text);
+    else
+        st->set_error("NATS asynchronous error: ", natsStatus_GetText(err));
     st->wake();
 }
 

@@ -668,7 +668,23 @@ void creek_worker_main(Datum arg)
     MemoryContextSwitchTo(TopMemoryContext);
 
     CreekStream *st = nullptr;
-    GUARDED(st = new_stream(entry, db_name), "start the streaming worker");
+    {
+        // (a setup error, e.g. an unreadable secret file, goes to the view too)
+        char err[CREEK_ERROR_LEN];
+        err[0] = '\0';
+        try {
+            st = new_stream(entry, db_name);
+        } catch (const std::exception &e) {
+            strlcpy(err, e.what(), sizeof err);
+        } catch (...) {
+            strlcpy(err, "unknown C++ exception", sizeof err);
+        }
+        if (st == nullptr) {
+            creek_set_error(entry, err);
+            ereport(ERROR, (errcode(ERRCODE_CONFIG_FILE_ERROR),
+                            errmsg("creek could not start the streaming worker: %s", err)));
+        }
+    }
     creek_stream = st;
     before_shmem_exit(worker_exit, 0);
     st->schema_cxt = AllocSetContextCreate(TopMemoryContext, "creek schemas", ALLOCSET_DEFAULT_SIZES);

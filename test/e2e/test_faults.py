@@ -7,6 +7,9 @@ Every test here gets its own nats-server and Postgres cluster: the `nats` and
 `pg` fixtures of conftest.py are overridden (function scope), so make_db and
 the failure report's log tails use them."""
 
+import os
+import signal
+import tempfile
 import time
 
 import pytest
@@ -256,3 +259,114 @@ def test_nats_url_reload_during_an_outage_mid_transaction(pg, nats, make_db):
                               if "creek" in l or "SIGHUP" in l)[-1500:])) from None
         finally:
             c2.close()
+
+
+# ---------------------------------------------------------------------------
+# Stream faults: a deleted stream, a full stream, a permission error. Each is
+# shown in the view, retried with back-off, and nothing is confirmed before
+# JetStream has it.
+
+def insert_each(db, first, last):
+    """One transaction per row, ids first..last."""
+    db.sql("".join("INSERT INTO w VALUES (%d, 'row %d');" % (i, i) for i in range(first, last + 1)))
+
+
+def wait_error(db, needle, timeout=30):
+    return wait_until(lambda: (db.stat()["last_error"] if needle in db.stat()["last_error"] else None),
+                      timeout, 0.2, "%r in last_error (have %r)" % (needle, db.stat()["last_error"]))
+
+
+def test_deleted_stream_is_created_again(pg, nats, make_db):
+    db = make_db("f_del")
+    make_writer_table(db)
+    insert_each(db, 1, 10)
+    db.wait_wal_count(10)
+    r = db.client.js_api("STREAM.DELETE." + db.wal_stream)
+    assert r.get("success"), r
+    insert_each(db, 11, 20)
+    # the worker notices the missing stream and creates it again
+    db.wait_wal_count(10, timeout=60)
+    rows = db.rows()
+    assert [r.after["id"] for r in rows] == list(range(11, 21))
+    assert_msg_ids(rows)
+
+
+def test_full_stream_waits_and_loses_nothing(pg, nats, make_db):
+    name = unique_db_name("f_full")
+    client = NatsClient(nats.url)
+    # the stream exists before creek starts, with room for 5 messages and
+    # discard "new": creek uses it as it is
+    r = client.js_api("STREAM.CREATE.CREEK_%s_wal" % name, {
+        "name": "CREEK_%s_wal" % name, "subjects": ["CREEK.%s.wal.>" % name], "storage": "file",
+        "max_msgs": 5, "discard": "new", "duplicate_window": 120 * 10**9})
+    assert "error" not in r, r
+    db = CreekDb(pg, nats.url, name)
+    make_writer_table(db)
+    insert_each(db, 1, 5)
+    db.wait_wal_count(5)
+    lsn5 = db.scalar("SELECT pg_current_wal_lsn()")
+    insert_each(db, 6, 10)
+    err = wait_error(db, "maximum messages exceeded")
+    assert "publish of message" in err, err
+    time.sleep(1)
+    assert db.scalar("SELECT confirmed_lsn <= '%s' FROM creek.pg_stat_creek" % lsn5) == "t"
+    assert db.scalar("SELECT messages_in_flight > 0 FROM creek.pg_stat_creek") == "t"
+    assert db.wal_count() == 5
+    # room again: everything arrives, once, in order
+    cfg = dict(client.stream_info(db.wal_stream)["config"], max_msgs=-1)
+    r = client.js_api("STREAM.UPDATE." + db.wal_stream, cfg)
+    assert "error" not in r, r
+    check_rows(db, {"w": list(range(1, 11))})
+    wait_until(lambda: db.scalar("SELECT confirmed_lsn >= pg_current_wal_lsn() FROM creek.pg_stat_creek") == "t",
+               30, 0.2, "everything confirmed")
+    client.close()
+    db.close()
+
+
+class ReloadableNats(NatsServer):
+    """Its store directory is in the config file, not on the command line, so
+    that nats-server accepts a config reload (SIGHUP)."""
+
+    def command(self):
+        cmd = super().command()
+        i = cmd.index("-sd")
+        return cmd[:i] + cmd[i + 2:]
+
+
+def perm_conf(store_dir, deny):
+    # (the store directory is in the file too, or nats-server refuses to reload it)
+    return ("jetstream { store_dir: \"%s\" }\nno_auth_user: admin\nauthorization {\n users = [\n"
+            "  {user: admin, password: adminpw}\n"
+            "  {user: creek, password: creekpw, permissions: {publish: {allow: [\">\"], deny: [%s]}}}\n"
+            " ]\n}\n" % (store_dir, ", ".join('"%s"' % d for d in deny)))
+
+
+def test_permission_error_is_shown_and_recovers():
+    nats = ReloadableNats(extra_conf="# written below")
+    with open(nats.conf_file, "w") as f:
+        f.write(perm_conf(nats.store_dir, ["CREEK.*.wal.>"]))
+    nats.start()
+    fd, pw = tempfile.mkstemp(prefix="creek-pw-")
+    os.write(fd, b"creekpw\n")
+    os.close(fd)
+    os.chmod(pw, 0o644)
+    pg = PgCluster(conf={"creek.nats_url": nats.url, "creek.nats_user": "creek",
+                         "creek.nats_password_file": pw})
+    try:
+        pg.start()
+        db = CreekDb(pg, nats.url, "perm")
+        make_writer_table(db)
+        insert_each(db, 1, 3)
+        err = wait_error(db, "Permissions Violation")
+        assert "CREEK.perm.wal" in err, err
+        assert db.wal_count() == 0
+        assert db.scalar("SELECT confirmed_lsn < pg_current_wal_lsn() FROM creek.pg_stat_creek") == "t"
+        # the operator grants the permission (nats-server reloads its config)
+        with open(nats.conf_file, "w") as f:
+            f.write(perm_conf(nats.store_dir, ["nothing.denied"]))
+        os.kill(nats.pid, signal.SIGHUP)
+        check_rows(db, {"w": [1, 2, 3]})
+        db.close()
+    finally:
+        pg.cleanup()
+        nats.cleanup()

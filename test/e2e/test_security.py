@@ -128,3 +128,46 @@ def test_tls_with_verified_server():
     finally:
         pg.cleanup()
         nats.cleanup()
+
+
+def test_nkey():
+    from nkeys import nkey_conf, user_nkey
+    d = tempfile.mkdtemp(prefix="creek-nkey-")
+    pub, seed_file = user_nkey(d, owner="postgres")
+    _, other_seed = user_nkey(d, owner="postgres")
+    nats = AuthNats(extra_conf=nkey_conf(pub))
+    nats.start()
+    # first a seed that does not match the public key: refused, shown in the view
+    pg = PgCluster(conf={"creek.nats_url": nats.url, "creek.nats_nkey": pub,
+                         "creek.nats_nkey_seed_file": other_seed})
+    try:
+        pg.start()
+        setup_db(pg)
+        err = wait_until(lambda: pg.scalar("SELECT last_error FROM creek.pg_stat_creek", db="sec"),
+                         20, 0.2, "the authentication error in the view")
+        assert "uthori" in err or "uthentication" in err, err
+        pg.psql("ALTER SYSTEM SET creek.nats_nkey_seed_file = '%s'" % seed_file)
+        pg.psql("SELECT pg_reload_conf()")
+        streamed(pg, "sec", 3)
+        with open(seed_file) as f:
+            assert f.read().strip() not in pg.log()
+    finally:
+        pg.cleanup()
+        nats.cleanup()
+
+
+def test_creds_file_operator_mode():
+    from nkeys import operator_setup
+    d = tempfile.mkdtemp(prefix="creek-creds-")
+    op = operator_setup(d, owner="postgres")
+    nats = AuthNats(extra_conf=op["conf"])
+    nats.start()
+    pg = PgCluster(conf={"creek.nats_url": nats.url, "creek.nats_creds_file": op["creds_file"]})
+    try:
+        pg.start()
+        setup_db(pg)
+        streamed(pg, "sec", 3)
+        assert op["user_seed"] not in pg.log()
+    finally:
+        pg.cleanup()
+        nats.cleanup()
