@@ -453,23 +453,10 @@ def nkey_conf(*public_keys, extra_users=()):
     return {"authorization": {"users": users}}
 
 
-def render_conf(conf, indent=0):
-    """nats-server config text of a dict (str values quoted, lists of
-    scalars/dicts as JSON, dicts as blocks)."""
-    pad = "  " * indent
-    out = []
-    for k, v in conf.items():
-        if isinstance(v, dict):
-            out.append("%s%s {\n%s%s}\n" % (pad, k, render_conf(v, indent + 1), pad))
-        elif isinstance(v, bool):
-            out.append("%s%s: %s\n" % (pad, k, "true" if v else "false"))
-        elif isinstance(v, (int, float)):
-            out.append("%s%s: %s\n" % (pad, k, v))
-        elif isinstance(v, (list, tuple)):
-            out.append("%s%s: [%s]\n" % (pad, k, ", ".join(json.dumps(x) for x in v)))
-        else:
-            out.append("%s%s: %s\n" % (pad, k, json.dumps(str(v))))
-    return "".join(out)
+def render_conf(conf):
+    """nats-server config text of a dict (servers.py renders it the same way)."""
+    from servers import _render_nats_conf
+    return _render_nats_conf(conf)
 
 
 def operator_setup(tmpdir, owner=None, account_name="CREEK", user_name="creek",
