@@ -257,7 +257,7 @@ static void encode_union(creek::AvroWriter *w, const TypeInfo &t, const CreekCod
 
 void creek_encode_record(creek::AvroWriter *w, const creek::TableInfo &info,
                          const CreekColumnCodec *codecs, const std::vector<int> &cols,
-                         TupleDesc desc, HeapTuple tuple)
+                         TupleDesc desc, HeapTuple tuple, bool detoast)
 {
     for (int idx : cols) {
         const creek::ColumnInfo &c = info.columns[idx];
@@ -265,7 +265,7 @@ void creek_encode_record(creek::AvroWriter *w, const creek::TableInfo &info,
         Datum d = (Datum) 0;
         if (c.attnum <= desc->natts)
             d = heap_getattr(tuple, c.attnum, desc, &isnull);
-        if (!isnull && c.toastable && VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(d))) {
+        if (!isnull && c.toastable && !detoast && VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(d))) {
             w->put_union_branch(2);  // "unchanged": an empty record
             continue;
         }

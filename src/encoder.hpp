@@ -24,7 +24,9 @@ typedef CreekCodec CreekColumnCodec;
 CreekColumnCodec *creek_prepare_codecs(const creek::TableInfo &info, MemoryContext mcxt);
 
 // Writes the record made of the columns cols (indexes into info.columns) of
-// tuple. Unchanged TOASTed values are written as the "unchanged" branch.
+// tuple. Unchanged TOASTed values (external on-disk pointers in decoded
+// changes) are written as the "unchanged" branch, unless detoast: then they
+// are fetched (a table scan's tuples).
 void creek_encode_record(creek::AvroWriter *w, const creek::TableInfo &info,
                          const CreekColumnCodec *codecs, const std::vector<int> &cols,
-                         TupleDesc desc, HeapTuple tuple);
+                         TupleDesc desc, HeapTuple tuple, bool detoast = false);

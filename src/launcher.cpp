@@ -7,7 +7,9 @@
 
 
 #include "launcher.hpp"
+#include "settings.hpp"
 #include "shmem.hpp"
+#include "snapshot_queue.hpp"
 
 extern "C" {
 PGDLLEXPORT void creek_launcher_main(Datum arg);
@@ -52,6 +54,26 @@ bool creek_start_worker(Oid dboid, bool wait_for_extension)
     w.bgw_extra[0] = wait_for_extension ? 'w' : 'p';
     w.bgw_notify_pid = 0;
     return RegisterDynamicBackgroundWorker(&w, &handle);
+}
+
+BackgroundWorkerHandle *creek_start_snapshot_worker(Oid dboid, int entry, uint32 generation)
+{
+    BackgroundWorker w;
+    BackgroundWorkerHandle *handle = nullptr;
+    memset(&w, 0, sizeof w);
+    w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+    w.bgw_start_time = BgWorkerStart_RecoveryFinished;
+    w.bgw_restart_time = BGW_NEVER_RESTART;
+    snprintf(w.bgw_library_name, BGW_MAXLEN, "creek");
+    snprintf(w.bgw_function_name, BGW_MAXLEN, "creek_snapshot_main");
+    snprintf(w.bgw_name, BGW_MAXLEN, "creek snapshot for database %u", dboid);
+    snprintf(w.bgw_type, BGW_MAXLEN, "creek snapshot");
+    w.bgw_main_arg = Int32GetDatum(entry);
+    memcpy(w.bgw_extra, &generation, sizeof generation);
+    w.bgw_notify_pid = MyProcPid;
+    if (!RegisterDynamicBackgroundWorker(&w, &handle))
+        return nullptr;
+    return handle;
 }
 
 void creek_register_launcher()
@@ -120,9 +142,10 @@ void creek_launcher_main(Datum arg)
                 pending[kept++] = p;
         }
         npending = kept;
+        creek_snapshot_launch_waiting(creek_max_snapshots);
 
         (void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-                         npending > 0 ? 1000 : 60000, PG_WAIT_EXTENSION);
+                         npending > 0 ? 1000 : 5000, PG_WAIT_EXTENSION);
         ResetLatch(MyLatch);
         CHECK_FOR_INTERRUPTS();
         if (ConfigReloadPending) {

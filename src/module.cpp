@@ -7,6 +7,7 @@
 #include "settings.hpp"
 #include "shmem.hpp"
 #include "slot.hpp"
+#include "snapshot_queue.hpp"
 
 extern "C" {
 PG_MODULE_MAGIC;
@@ -16,6 +17,11 @@ PGDLLEXPORT void _PG_init(void);
 // Wakes the streaming worker of this database at commit, for low latency.
 static void creek_xact_callback(XactEvent event, void *arg)
 {
+    // snapshots requested in this transaction start once it commits
+    if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+        creek_snapshot_xact_end(true);
+    else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+        creek_snapshot_xact_end(false);
     if (event != XACT_EVENT_COMMIT || creek_shared == nullptr || !OidIsValid(MyDatabaseId))
         return;
     if (!TransactionIdIsValid(GetTopTransactionIdIfAny()))

@@ -67,6 +67,8 @@ extern "C" {
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
+#include "common/pg_prng.h"
+#include "pgtime.h"
 #include "utils/typcache.h"
 #include "utils/rangetypes.h"
 #include "utils/multirangetypes.h"

@@ -1138,6 +1138,32 @@ bool Publisher::respond(const std::string &reply, const std::string &data) {
     return true;
 }
 
+int64_t Publisher::stream_last_seq(const std::string &stream) {
+    Impl *im = impl_.get();
+    if (im->js == nullptr) {
+        im->set_error("could not read stream " + stream + ": not connected to NATS");
+        return -1;
+    }
+    jsOptions o;
+    jsOptions_Init(&o);
+    o.Wait = std::max<int64_t>(im->cfg.connect_timeout_ms, 500);
+    jsStreamInfo *si = nullptr;
+    jsErrCode jerr = jsErrCode(0);
+    natsStatus s;
+    {
+        SignalBlock sb;
+        s = js_GetStreamInfo(&si, im->js, stream.c_str(), &o, &jerr);
+    }
+    if (s == NATS_NOT_FOUND || int(jerr) == 10059 /* stream not found */) return 0;
+    if (s != NATS_OK || si == nullptr) {
+        im->set_error("could not read stream " + stream + ": " + last_nats_error(s));
+        return -1;
+    }
+    int64_t last = int64_t(si->State.LastSeq);
+    jsStreamInfo_Destroy(si);
+    return last;
+}
+
 NatsState Publisher::state() const { return NatsState(impl_->cb->state.load()); }
 uint64_t Publisher::messages_published() const { return impl_->msgs_published; }
 uint64_t Publisher::bytes_published() const { return impl_->bytes_published; }

@@ -134,6 +134,10 @@ public:
     // Plain (core NATS) publish, used for replies. False on failure.
     bool respond(const std::string &reply, const std::string &data);
 
+    // The last sequence number of a stream (0 when it is empty or does not
+    // exist), or -1 with last_error() set. Needs ensure_ready().
+    int64_t stream_last_seq(const std::string &stream);
+
     NatsState state() const;
     uint64_t messages_published() const;  // acknowledged messages
     uint64_t bytes_published() const;     // payload bytes of acknowledged messages

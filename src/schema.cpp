@@ -294,6 +294,25 @@ WriterSchema build_writer_schema(const TableInfo &table)
     return ws;
 }
 
+WriterSchema build_row_schema(const TableInfo &table)
+{
+    WriterSchema ws;
+    std::vector<int> all;
+    for (size_t i = 0; i < table.columns.size(); i++)
+        all.push_back(static_cast<int>(i));
+    Builder b;
+    b.named["row"] = "#fixed";
+    b.record("row", table, all);
+    char ns[40];
+    snprintf(ns, sizeof ns, "creek.s%016llx", static_cast<unsigned long long>(crc64_avro(b.out)));
+    const std::string head = "{\"type\":\"record\",\"name\":\"row\",";
+    ws.json = head + "\"namespace\":\"" + ns + "\"," + b.out.substr(head.size());
+    ws.fingerprint = crc64_avro(canonical_form(ws.json));
+    ws.fingerprint_b64 = base64url_encode(fingerprint_bytes(ws.fingerprint));
+    ws.header = single_object_header(ws.fingerprint);
+    return ws;
+}
+
 std::string schema_message_json(const std::string &fingerprint_b64, const std::string &schema_json,
                                 const std::string &source, const std::string &created_at_rfc3339)
 {

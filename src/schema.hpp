@@ -45,6 +45,10 @@ void assign_avro_names(std::vector<ColumnInfo> &columns);
 // if the result is not a valid Avro schema (a bug).
 WriterSchema build_writer_schema(const TableInfo &table);
 
+// The schema of a snapshot row: the record `row` of the table's writer
+// schema (the same fields and types as a change's `after`), standalone.
+WriterSchema build_row_schema(const TableInfo &table);
+
 // The JSON message published on the schema subject and served on NS._schemas.
 std::string schema_message_json(const std::string &fingerprint_b64, const std::string &schema_json,
                                 const std::string &source, const std::string &created_at_rfc3339);

@@ -28,6 +28,8 @@ int creek_stream_duplicate_window_s = 120;
 int creek_stream_max_bytes_mb = -1;
 int creek_nats_connect_timeout_ms = 2000;
 int creek_nats_reconnect_wait_ms = 2000;
+int creek_max_snapshots = 2;
+bool creek_snapshot_service = true;
 }
 
 static const struct config_enum_entry storage_options[] = {
@@ -150,6 +152,14 @@ void creek_define_settings()
         "After a connection is lost, attempts start 250 ms apart and back off to this.",
         &creek_nats_reconnect_wait_ms, 2000, 10, 600000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr,
         nullptr);
+    DefineCustomIntVariable(
+        "creek.max_snapshots", "Snapshots that run at once; further ones wait their turn.",
+        "Each running snapshot is a background worker (max_worker_processes).",
+        &creek_max_snapshots, 2, 1, CREEK_MAX_SNAPSHOTS_RUNNING, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomBoolVariable(
+        "creek.snapshot_service", "Serve snapshot requests on NATS (NS._snapshot).",
+        "A snapshot sends a whole published table to whoever can read the snapshot stream.",
+        &creek_snapshot_service, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
     DefineCustomIntVariable(
         "creek.max_tables", "Published tables whose statistics are kept (shared memory).",
         nullptr, &creek_max_tables, 1024, 16, 1000000, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);

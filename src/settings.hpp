@@ -27,7 +27,11 @@ extern int creek_stream_duplicate_window_s;
 extern int creek_stream_max_bytes_mb;
 extern int creek_nats_connect_timeout_ms;
 extern int creek_nats_reconnect_wait_ms;
+extern int creek_max_snapshots;
+extern bool creek_snapshot_service;
 }
+
+#define CREEK_MAX_SNAPSHOTS_RUNNING 32
 
 // Defines every creek.* setting; called from _PG_init.
 void creek_define_settings();

@@ -1,6 +1,7 @@
 // shmem.cpp: shared memory layout and the accessors of creek's status entries.
 #include "shmem.hpp"
 #include "settings.hpp"
+#include "snapshot_queue.hpp"
 
 #include <cstring>
 
@@ -15,9 +16,14 @@ static Size creek_dbs_size()
                              mul_size(sizeof(CreekDbEntry), creek_max_databases)));
 }
 
+static Size creek_tables_end()
+{
+    return MAXALIGN(add_size(creek_dbs_size(), mul_size(sizeof(CreekTableStat), creek_max_tables)));
+}
+
 static Size creek_shmem_size()
 {
-    return add_size(creek_dbs_size(), mul_size(sizeof(CreekTableStat), creek_max_tables));
+    return add_size(creek_tables_end(), mul_size(sizeof(CreekSnapshot), CREEK_MAX_SNAPSHOTS));
 }
 
 static void creek_shmem_request()
@@ -40,6 +46,10 @@ static void creek_shmem_startup()
         creek_shared->ndbs = creek_max_databases;
         creek_shared->ntables = creek_max_tables;
         creek_shared->tables = (CreekTableStat *) ((char *) creek_shared + creek_dbs_size());
+        creek_shared->nsnapshots = CREEK_MAX_SNAPSHOTS;
+        creek_shared->snapshots = (CreekSnapshot *) ((char *) creek_shared + creek_tables_end());
+        for (int i = 0; i < CREEK_MAX_SNAPSHOTS; i++)
+            SpinLockInit(&creek_shared->snapshots[i].mutex);
         for (int i = 0; i < creek_shared->ntables; i++) {
             CreekTableStat *t = &creek_shared->tables[i];
             SpinLockInit(&t->mutex);

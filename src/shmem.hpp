@@ -47,6 +47,8 @@ typedef struct CreekTableStat {
     pg_atomic_uint64 last_change_at;   // TimestampTz (commit time)
 } CreekTableStat;
 
+struct CreekSnapshot;  // snapshot_queue.hpp
+
 typedef struct CreekShared {
     slock_t mutex;
     int launcher_pid;
@@ -55,6 +57,8 @@ typedef struct CreekShared {
     Oid requests[CREEK_MAX_REQUESTS];
     int ntables;
     CreekTableStat *tables;     // creek.max_tables entries, after dbs
+    int nsnapshots;
+    struct CreekSnapshot *snapshots;  // CREEK_MAX_SNAPSHOTS entries, after tables
     int ndbs;
     CreekDbEntry dbs[FLEXIBLE_ARRAY_MEMBER];
 } CreekShared;

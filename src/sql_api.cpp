@@ -4,6 +4,7 @@
 
 #include "shmem.hpp"
 #include "slot.hpp"
+#include "snapshot_sql.hpp"
 
 extern "C" {
 PG_FUNCTION_INFO_V1(creek_add_table);
@@ -300,6 +301,12 @@ extern "C" Datum creek_add_table(PG_FUNCTION_ARGS)
     relation_close(rel, NoLock);
     wait_for_slot();
     run_one("INSERT INTO creek.tables (relid) VALUES ($1)", relid);
+    // snapshot => true: taken once this transaction commits, so that every
+    // change it misses is published (membership starts at the same commit)
+    if (PG_NARGS() > 1 && PG_GETARG_BOOL(1)) {
+        char *subject = creek_request_snapshot(relid, "sql");
+        ereport(NOTICE, (errmsg("creek will publish a snapshot of \"%s\" on %s", name, subject)));
+    }
     PG_RETURN_VOID();
 }
 

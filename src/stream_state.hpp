@@ -72,6 +72,12 @@ struct CreekStream {
 
     // schemas: fingerprint -> schema message JSON (served on NS._schemas)
     std::unordered_map<std::string, std::string> known_schemas;
+    // NS._snapshot requests for this database, parsed, to be served between
+    // decoding batches (they need a transaction).
+    struct SnapshotRequest {
+        std::string reply, schema, table, error;
+    };
+    std::vector<SnapshotRequest> snapshot_requests;
     std::unordered_set<std::string> announced;   // "fp/source" published this session
     std::unordered_set<std::string> stored_sources;  // "fp/source" in creek.schemas
     std::vector<CreekSchemaToStore> to_store;

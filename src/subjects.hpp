@@ -21,6 +21,10 @@ struct Subjects {
     Subjects(const std::string &ns_, const std::string &db_name);
     std::string wal(const std::string &schema, const std::string &table) const;
     std::string schema(const std::string &schema, const std::string &table) const;
+    // NS.DB.snap.SCHEMA.TABLE.<suffix> (suffix: <YYYYMMDDHHMMSS_MS>_<id>)
+    std::string snap(const std::string &schema, const std::string &table, const std::string &suffix) const {
+        return ns + "." + db + ".snap." + subject_token(schema) + "." + subject_token(table) + "." + suffix;
+    }
     std::string wal_stream() const { return ns + "_" + db_stream + "_wal"; }
     std::string schema_stream() const { return ns + "_" + db_stream + "_schema"; }
     std::string snap_stream() const { return ns + "_" + db_stream + "_snap"; }

@@ -10,16 +10,17 @@
 #include "stream_state.hpp"
 
 #include <cerrno>
+#include <map>
 #include <cstdio>
-#include <fstream>
-#include <functional>
-#include <iterator>
 #include <stdexcept>
 #include <cstring>
 
 
+#include "json_text.hpp"
+#include "nats_config.hpp"
 #include "settings.hpp"
 #include "slot.hpp"
+#include "snapshot_queue.hpp"
 
 extern "C" {
 PGDLLEXPORT void creek_worker_main(Datum arg);
@@ -41,16 +42,16 @@ static TimestampTz last_logged_error_at = 0;
 // Settings the worker started with: a reload that changes one restarts it.
 static char *started_settings = nullptr;
 
-static uint64_t secrets_hash();
 
 static char *settings_fingerprint()
 {
     uint64_t secrets = 0;
     try {
-        secrets = secrets_hash();
+        secrets = creek_secrets_hash();
     } catch (...) {
     }
-    return psprintf("%d|%d|%d|%llx|%s|%s|%s|%d|%d|%d|%d|%d|%d|%s|%s|%s|%s|%s|%s|%d|%s|%s|%s|%d",
+    return psprintf("%d|%d|%d|%d|%llx|%s|%s|%s|%d|%d|%d|%d|%d|%d|%s|%s|%s|%s|%s|%s|%d|%s|%s|%s|%d",
+                    (int) creek_snapshot_service,
                     creek_stream_max_bytes_mb, creek_nats_connect_timeout_ms, creek_nats_reconnect_wait_ms,
                     (unsigned long long) secrets, creek_nats_url,
                     creek_namespace, creek_producer_name, creek_max_in_flight, creek_ack_timeout_ms,
@@ -82,34 +83,6 @@ static char *settings_fingerprint()
 /* ---------- plain C++ helpers (no Postgres calls) ---------- */
 
 // The content of a secret file, without its trailing newline; "" for no file.
-static std::string read_secret_file(const char *setting, const char *path)
-{
-    if (path == nullptr || path[0] == '\0')
-        return std::string();
-    std::ifstream in(path, std::ios::binary);
-    if (!in)
-        throw std::runtime_error(std::string("could not read ") + setting + " \"" + path +
-                                 "\": " + std::strerror(errno));
-    std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    while (!s.empty() && (s.back() == '\n' || s.back() == '\r'))
-        s.pop_back();
-    return s;
-}
-
-// A short hash of the secret files' contents, so that a reload notices a
-// changed secret (the hash, never the secret, goes into settings_fingerprint).
-static uint64_t secrets_hash()
-{
-    std::string all;
-    try {
-        all = read_secret_file("creek.nats_password_file", creek_nats_password) + "\x01" +
-              read_secret_file("creek.nats_token_file", creek_nats_token);
-    } catch (...) {
-        all = "unreadable";
-    }
-    return std::hash<std::string>()(all);
-}
-
 static CreekStream *new_stream(CreekDbEntry *entry, const char *db_name)
 {
     CreekStream *st = new CreekStream();
@@ -117,33 +90,10 @@ static CreekStream *new_stream(CreekDbEntry *entry, const char *db_name)
     st->db_name = db_name;
     st->producer_name = creek_producer_name;
     st->subjects = new creek::Subjects(creek_namespace, st->db_name);
-    creek::PublisherConfig cfg;
-    cfg.urls = creek_nats_url;
-    cfg.connection_name = std::string("creek ") + st->db_name;
+    creek::PublisherConfig cfg = creek_publisher_config(std::string("creek ") + st->db_name);
     cfg.streams = {{st->subjects->wal_stream(), st->subjects->wal_filter()},
                    {st->subjects->schema_stream(), st->subjects->schema_filter()},
                    {st->subjects->snap_stream(), st->subjects->snap_filter()}};
-    cfg.stream_settings.file_storage = creek_stream_storage == 0;
-    cfg.stream_settings.replicas = creek_stream_replicas;
-    cfg.stream_settings.max_age_ms = int64_t(creek_stream_max_age_s) * 1000;
-    cfg.stream_settings.duplicate_window_ms = int64_t(creek_stream_duplicate_window_s) * 1000;
-    cfg.security.user = creek_nats_user;
-    cfg.security.password = read_secret_file("creek.nats_password_file", creek_nats_password);
-    cfg.security.token = read_secret_file("creek.nats_token_file", creek_nats_token);
-    cfg.security.creds_file = creek_nats_creds_file;
-    cfg.security.nkey = creek_nats_nkey;
-    cfg.security.nkey_seed_file = creek_nats_nkey_seed_file;
-    cfg.security.tls = creek_nats_tls;
-    cfg.security.tls_ca_file = creek_nats_tls_ca_file;
-    cfg.security.tls_cert_file = creek_nats_tls_cert_file;
-    cfg.security.tls_key_file = creek_nats_tls_key_file;
-    cfg.security.tls_verify = creek_nats_tls_verify;
-    cfg.max_in_flight = creek_max_in_flight;
-    cfg.connect_timeout_ms = creek_nats_connect_timeout_ms;
-    cfg.reconnect_wait_max_ms = creek_nats_reconnect_wait_ms;
-    if (creek_stream_max_bytes_mb > 0)
-        cfg.stream_settings.max_bytes = int64_t(creek_stream_max_bytes_mb) * 1024 * 1024;
-    cfg.ack_timeout_ms = creek_ack_timeout_ms;
     st->pub = new creek::Publisher(cfg);
     return st;
 }
@@ -156,33 +106,52 @@ static void add_known_schema(CreekStream *st, const char *fp, const char *source
     st->stored_sources.insert(std::string(fp) + "/" + source);
 }
 
-// Exit status for exit_without_library_teardown().
-static int worker_exit_code = 1;
-
-// Registered after nats.c (and, through it, OpenSSL) registered their own
-// exit handlers, so it runs before them: by then Postgres has finished its
-// cleanup (proc_exit runs every callback before exit()), and tearing those
-// libraries down in a process that is ending only risks a crash (OpenSSL's
-// cleanup crashes after a TLS connection of nats.c).
-static void exit_without_library_teardown()
-{
-    _exit(worker_exit_code);
-}
-
 static bool connect_nats(CreekStream *st)
 {
-    static bool fast_exit_registered = false;
     if (st->pub->ready())
         return true;
     bool ok = st->pub->ensure_ready();
-    if (!fast_exit_registered) {
-        atexit(exit_without_library_teardown);
-        fast_exit_registered = true;
-    }
+    creek_exit_without_library_teardown(1);   // nats.c is initialized now
     if (!ok)
         return false;
     st->pub->subscribe(st->subjects->schemas_service());
+    if (creek_snapshot_service)
+        st->pub->subscribe(st->subjects->snapshot_service());
     return true;
+}
+
+// {"database", "namespace", "table"} (table: "schema.table", or "table" in
+// public; or "schema" and "table"). Requests for another database or
+// namespace, or that are not JSON, get no reply: another producer may serve
+// them.
+static void parse_snapshot_request(CreekStream *st, const creek::ServiceRequest &req)
+{
+    std::map<std::string, std::string> f;
+    std::string err;
+    if (!creek::json_parse_flat_object(req.data, f, err))
+        return;
+    if (f["database"] != st->db_name)
+        return;
+    if (f.count("namespace") && f["namespace"] != st->subjects->ns)
+        return;
+    CreekStream::SnapshotRequest r;
+    r.reply = req.reply;
+    std::string table = f["table"];
+    if (f.count("schema")) {
+        r.schema = f["schema"];
+        r.table = table;
+    } else if (table.find('.') != std::string::npos) {
+        r.schema = table.substr(0, table.find('.'));
+        r.table = table.substr(table.find('.') + 1);
+    } else {
+        r.schema = "public";
+        r.table = table;
+    }
+    if (table.empty())
+        r.error = "the request names no table";
+    else if (!creek_snapshot_service)
+        r.error = "the snapshot service is turned off (creek.snapshot_service)";
+    st->snapshot_requests.push_back(std::move(r));
 }
 
 void creek_serve_requests(CreekStream *st)
@@ -200,6 +169,8 @@ void creek_serve_requests(CreekStream *st)
                 if (it != st->known_schemas.end())
                     st->pub->respond(req.reply, it->second);
                 // unknown fingerprint: stay silent, another producer may know it
+            } else if (req.subject == st->subjects->snapshot_service()) {
+                parse_snapshot_request(st, req);
             }
         }
     } catch (...) {
@@ -411,6 +382,76 @@ static void store_schemas(CreekStream *st)
     st->to_store.clear();
 }
 
+static void respond_error(CreekStream *st, const char *reply, const char *msg)
+{
+    try {
+        st->pub->respond(reply, "{\"error\":" + creek::json_string(msg) + "}");
+    } catch (...) {
+    }
+}
+
+// Serves the parsed NS._snapshot requests: only published tables; the
+// snapshot worker replies with the subject once the header is stored.
+static void serve_snapshot_requests(CreekStream *st)
+{
+    if (st->snapshot_requests.empty())
+        return;
+    bool had_flag = (MyProc->statusFlags & PROC_IN_LOGICAL_DECODING) != 0;
+    if (had_flag)
+        set_logical_decoding_flag(false);
+    InvalidateSystemCaches();
+    StartTransactionCommand();
+    SPI_connect();
+    PushActiveSnapshot(GetTransactionSnapshot());
+    for (size_t i = 0; i < st->snapshot_requests.size(); i++) {
+        CreekStream::SnapshotRequest *r = &st->snapshot_requests[i];
+        const char *reply = r->reply.c_str();
+        if (!r->error.empty()) {
+            respond_error(st, reply, r->error.c_str());
+            continue;
+        }
+        Oid types[2] = {TEXTOID, TEXTOID};
+        Datum values[2] = {CStringGetTextDatum(r->schema.c_str()), CStringGetTextDatum(r->table.c_str())};
+        int rc = SPI_execute_with_args(
+            "SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN creek.tables t ON t.relid = c.oid WHERE n.nspname = $1 AND c.relname = $2",
+            2, types, values, nullptr, true, 1);
+        Oid relid = InvalidOid;
+        if (rc == SPI_OK_SELECT && SPI_processed == 1) {
+            bool isnull;
+            Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+            if (!isnull)
+                relid = DatumGetObjectId(d);
+        }
+        char *name = quote_qualified_identifier(r->schema.c_str(), r->table.c_str());
+        if (!OidIsValid(relid)) {
+            char *msg = psprintf("table %s is not published by creek in database \"%s\"", name, st->db_name.c_str());
+            respond_error(st, reply, msg);
+            continue;
+        }
+        char prefix[CREEK_SUBJECT_LEN], subject[CREEK_SUBJECT_LEN];
+        bool ok = false;
+        try {
+            std::string p = st->subjects->snap(r->schema, r->table, "");
+            p.pop_back();
+            strlcpy(prefix, p.c_str(), sizeof prefix);
+            ok = true;
+        } catch (...) {
+        }
+        if (!ok || !creek_snapshot_enqueue_now(MyDatabaseId, relid, r->schema.c_str(), r->table.c_str(),
+                                               prefix, "nats", reply, subject, sizeof subject))
+            respond_error(st, reply, "too many snapshots: none of the snapshots creek keeps has ended");
+    }
+    SPI_finish();
+    PopActiveSnapshot();
+    CommitTransactionCommand();
+    InvalidateSystemCaches();
+    CurrentResourceOwner = worker_owner;
+    if (had_flag)
+        set_logical_decoding_flag(true);
+    st->snapshot_requests.clear();
+}
+
 static void load_known_schemas(CreekStream *st)
 {
     StartTransactionCommand();
@@ -450,13 +491,13 @@ static Oid current_extension_oid()
 static void worker_exit(int code, Datum arg)
 {
     CreekStream *st = creek_stream;
-    worker_exit_code = code;
+    creek_exit_without_library_teardown(code);
     if (MyReplicationSlot != nullptr && confirmed_lsn != saved_lsn)
         creek_slot_save();
     if (st == nullptr)
         return;
     // The NATS connection is not closed: the process ends, and with it the
-    // socket and nats.c's threads (see exit_without_library_teardown).
+    // socket and nats.c's threads (see creek_exit_without_library_teardown).
     if (st->entry)
         creek_release_db(st->entry, code == 0);
 }
@@ -546,6 +587,7 @@ static void stream_loop(CreekStream *st)
                 last_activity = now;
         }
         store_schemas(st);
+        serve_snapshot_requests(st);
         creek_pump(st);
         confirm(st);
         restart_if_too_large(st);

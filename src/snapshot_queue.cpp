@@ -1,0 +1,242 @@
+// snapshot_queue.cpp: the shared memory entries of snapshots (see
+// snapshot_queue.hpp) and the launcher's part: starting waiting snapshots.
+#include "snapshot_queue.hpp"
+
+#include <cstdio>
+#include <cstring>
+
+#include "launcher.hpp"
+
+const char *creek_snap_state_name(CreekSnapState s)
+{
+    switch (s) {
+    case SNAP_FREE: return "free";
+    case SNAP_RESERVED: return "requested";
+    case SNAP_WAITING: return "waiting";
+    case SNAP_STARTING: return "starting";
+    case SNAP_RUNNING: return "running";
+    case SNAP_FINISHED: return "finished";
+    case SNAP_FAILED: return "failed";
+    }
+    return "unknown";
+}
+
+static CreekSnapshot *entries()
+{
+    return creek_shared->snapshots;
+}
+
+static void wake_launcher()
+{
+    SpinLockAcquire(&creek_shared->mutex);
+    Latch *l = creek_shared->launcher_latch;
+    SpinLockRelease(&creek_shared->mutex);
+    if (l != nullptr)
+        SetLatch(l);
+}
+
+// <YYYYMMDDHHMMSS_MS>_<4 characters of [a-z0-9]>
+static void subject_suffix(char *out, size_t len)
+{
+    static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+    TimestampTz now = GetCurrentTimestamp();
+    pg_time_t t = timestamptz_to_time_t(now);
+    struct pg_tm *tm = pg_gmtime(&t);
+    int ms = (int) ((now % USECS_PER_SEC + USECS_PER_SEC) % USECS_PER_SEC / 1000);
+    char id[5];
+    for (int i = 0; i < 4; i++)
+        id[i] = alphabet[pg_prng_uint64(&pg_global_prng_state) % 36];
+    id[4] = '\0';
+    snprintf(out, len, "%04d%02d%02d%02d%02d%02d_%03d_%s", tm->tm_year + 1900, tm->tm_mon + 1,
+             tm->tm_mday, tm->tm_hour, tm->tm_min, tm->tm_sec, ms, id);
+}
+
+static bool claim(Oid dboid, Oid relid, const char *schemaname, const char *relname,
+                  const char *subject_prefix, const char *origin, const char *reply,
+                  CreekSnapState state, char *subject_out, size_t subject_len)
+{
+    char suffix[64];
+    subject_suffix(suffix, sizeof suffix);
+    CreekSnapshot *best = nullptr;
+    SpinLockAcquire(&creek_shared->mutex);   // serializes claims
+    for (int i = 0; i < creek_shared->nsnapshots; i++) {
+        CreekSnapshot *s = &entries()[i];
+        if (s->state == SNAP_FREE) {
+            best = s;
+            break;
+        }
+        if ((s->state == SNAP_FINISHED || s->state == SNAP_FAILED) &&
+            (best == nullptr || s->finished_at < best->finished_at))
+            best = s;
+    }
+    if (best != nullptr) {
+        SpinLockAcquire(&best->mutex);
+        best->state = state;
+        best->generation++;
+        best->dboid = dboid;
+        best->relid = relid;
+        best->reserved_by = MyProcPid;
+        best->pid = 0;
+        best->cancel_requested = false;
+        strlcpy(best->origin, origin, sizeof best->origin);
+        namestrcpy(&best->schemaname, schemaname);
+        namestrcpy(&best->relname, relname);
+        snprintf(best->subject, sizeof best->subject, "%s.%s", subject_prefix, suffix);
+        strlcpy(best->reply, reply ? reply : "", sizeof best->reply);
+        best->rows_sent = 0;
+        best->approx_rows = -1;
+        best->requested_at = GetCurrentTimestamp();
+        best->started_at = 0;
+        best->finished_at = 0;
+        best->error[0] = '\0';
+        strlcpy(subject_out, best->subject, subject_len);
+        SpinLockRelease(&best->mutex);
+    }
+    SpinLockRelease(&creek_shared->mutex);
+    return best != nullptr;
+}
+
+// Reservations this backend made in its current transaction (so that other
+// transactions' commits do not scan the entries).
+static int my_reservations = 0;
+
+bool creek_snapshot_reserve(Oid dboid, Oid relid, const char *schemaname, const char *relname,
+                            const char *subject_prefix, const char *origin, const char *reply,
+                            char *subject_out, size_t subject_len)
+{
+    my_reservations++;
+    return claim(dboid, relid, schemaname, relname, subject_prefix, origin, reply, SNAP_RESERVED,
+                 subject_out, subject_len);
+}
+
+bool creek_snapshot_enqueue_now(Oid dboid, Oid relid, const char *schemaname, const char *relname,
+                                const char *subject_prefix, const char *origin, const char *reply,
+                                char *subject_out, size_t subject_len)
+{
+    bool ok = claim(dboid, relid, schemaname, relname, subject_prefix, origin, reply, SNAP_WAITING,
+                    subject_out, subject_len);
+    if (ok)
+        wake_launcher();
+    return ok;
+}
+
+void creek_snapshot_xact_end(bool commit)
+{
+    if (creek_shared == nullptr || my_reservations == 0)
+        return;
+    my_reservations = 0;
+    bool queued = false;
+    for (int i = 0; i < creek_shared->nsnapshots; i++) {
+        CreekSnapshot *s = &entries()[i];
+        SpinLockAcquire(&s->mutex);
+        if (s->state == SNAP_RESERVED && s->reserved_by == MyProcPid) {
+            if (commit) {
+                s->state = SNAP_WAITING;
+                s->requested_at = GetCurrentTimestamp();
+                queued = true;
+            } else {
+                s->state = SNAP_FREE;
+            }
+        }
+        SpinLockRelease(&s->mutex);
+    }
+    if (queued)
+        wake_launcher();
+}
+
+bool creek_snapshot_cancel(const char *subject)
+{
+    bool found = false;
+    int pid = 0;
+    for (int i = 0; i < creek_shared->nsnapshots && !found; i++) {
+        CreekSnapshot *s = &entries()[i];
+        SpinLockAcquire(&s->mutex);
+        if (s->dboid == MyDatabaseId && strcmp(s->subject, subject) == 0) {
+            if (s->state == SNAP_WAITING || s->state == SNAP_RESERVED) {
+                s->state = SNAP_FAILED;
+                s->finished_at = GetCurrentTimestamp();
+                strlcpy(s->error, "cancelled by creek.cancel_snapshot() before it started", sizeof s->error);
+                found = true;
+            } else if (s->state == SNAP_STARTING || s->state == SNAP_RUNNING) {
+                s->cancel_requested = true;
+                pid = s->pid;
+                found = true;
+            }
+        }
+        SpinLockRelease(&s->mutex);
+    }
+    if (pid != 0)
+        kill(pid, SIGUSR1);   // the worker's latch: it checks cancel_requested
+    return found;
+}
+
+void creek_snapshot_fail(CreekSnapshot *s, const char *error)
+{
+    SpinLockAcquire(&s->mutex);
+    if (s->state == SNAP_STARTING || s->state == SNAP_RUNNING) {
+        s->state = SNAP_FAILED;
+        s->finished_at = GetCurrentTimestamp();
+        strlcpy(s->error, error, sizeof s->error);
+    }
+    SpinLockRelease(&s->mutex);
+    wake_launcher();
+}
+
+// The launcher's handles of the workers it started, by entry.
+static BackgroundWorkerHandle *handles[CREEK_MAX_SNAPSHOTS];
+static uint32 handle_generation[CREEK_MAX_SNAPSHOTS];
+
+void creek_snapshot_launch_waiting(int max_running)
+{
+    int running = 0;
+    for (int i = 0; i < creek_shared->nsnapshots; i++) {
+        CreekSnapshot *s = &entries()[i];
+        SpinLockAcquire(&s->mutex);
+        CreekSnapState st = s->state;
+        uint32 gen = s->generation;
+        SpinLockRelease(&s->mutex);
+        if (st != SNAP_STARTING && st != SNAP_RUNNING)
+            continue;
+        pid_t pid;
+        if (handles[i] != nullptr && handle_generation[i] == gen &&
+            GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STOPPED) {
+            creek_snapshot_fail(s, "the snapshot worker exited unexpectedly");
+            continue;
+        }
+        running++;
+    }
+    while (running < max_running) {
+        CreekSnapshot *next = nullptr;
+        int idx = -1;
+        for (int i = 0; i < creek_shared->nsnapshots; i++) {
+            CreekSnapshot *s = &entries()[i];
+            if (s->state == SNAP_WAITING && (next == nullptr || s->requested_at < next->requested_at)) {
+                next = s;
+                idx = i;
+            }
+        }
+        if (next == nullptr)
+            return;
+        SpinLockAcquire(&next->mutex);
+        bool still = next->state == SNAP_WAITING;
+        uint32 gen = next->generation;
+        Oid dboid = next->dboid;
+        if (still)
+            next->state = SNAP_STARTING;
+        SpinLockRelease(&next->mutex);
+        if (!still)
+            continue;
+        BackgroundWorkerHandle *h = creek_start_snapshot_worker(dboid, idx, gen);
+        if (h == nullptr) {
+            // no free background worker slot: try again later
+            SpinLockAcquire(&next->mutex);
+            if (next->state == SNAP_STARTING && next->generation == gen)
+                next->state = SNAP_WAITING;
+            SpinLockRelease(&next->mutex);
+            return;
+        }
+        handles[idx] = h;
+        handle_generation[idx] = gen;
+        running++;
+    }
+}
