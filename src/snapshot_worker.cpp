@@ -236,7 +236,8 @@ static void take_snapshot(SnapPoint *pt, Oid relid)
         Datum values[1] = {ObjectIdGetDatum(relid)};
         rc = SPI_execute_with_args(
             "SELECT (sum(c.reltuples) FILTER (WHERE c.reltuples >= 0 AND c.relkind = 'r'))::int8 "
-            "FROM pg_catalog.pg_partition_tree($1) p JOIN pg_catalog.pg_class c ON c.oid = p.relid",
+            "FROM pg_catalog.pg_class c WHERE c.oid = $1 "
+            "OR c.oid IN (SELECT relid FROM pg_catalog.pg_partition_tree($1))",
             1, types, values, nullptr, true, 1);
         pt->approx_rows = -1;
         if (rc == SPI_OK_SELECT && SPI_processed == 1) {

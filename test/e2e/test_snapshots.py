@@ -1,0 +1,260 @@
+"""Snapshots: creek.snapshot() and NS._snapshot publish a header, every row
+(Avro, the header's schema) and EOF; a consumer that merges the snapshot with
+the change stream by the README's rule ends with exactly the table, even with
+writers inserting, updating and deleting during the snapshot; the queue, the
+view, cancelling and failures."""
+
+import io
+import json
+import random
+import threading
+import time
+
+import avro.io
+import pytest
+
+import avrocheck
+from creek_helpers import PgConn, PgError, read_stream
+from helpers import wait_until
+
+
+def snapshot_state(db, subject, timeout=120):
+    """Waits until the snapshot has ended; returns its row of the view."""
+    def ended():
+        rows = db.query("SELECT state, rows_sent, approx_rows, error, origin FROM creek.pg_stat_creek_snapshots "
+                        "WHERE subject = '%s'" % subject)
+        return rows[0] if rows and rows[0][0] in ("finished", "failed") else None
+    return wait_until(ended, timeout, 0.2, "snapshot %s to end" % subject)
+
+
+def read_snapshot(db, subject):
+    """(header dict, [row dicts], ended with EOF) as a consumer reads them."""
+    msgs = read_stream(db.client, db.snap_stream, filter_subject=subject)
+    assert msgs, "nothing on %s" % subject
+    header = json.loads(msgs[0].data)
+    assert avrocheck.b64url(avrocheck.fingerprint(header["schema"])) == header["fingerprint"]
+    reader = avro.io.DatumReader(avrocheck.parse_schema(header["schema"]))
+    asm = avrocheck.PartAssembler()
+    rows, eof = [], False
+    for m in msgs[1:]:
+        data = asm.add(m.subject, m.headers, m.data)
+        if data is None:
+            continue
+        assert not eof, "a message after EOF"
+        if data == b"EOF":
+            eof = True
+            continue
+        buf = io.BytesIO(data)
+        rows.append(reader.read(avro.io.BinaryDecoder(buf)))
+        assert buf.tell() == len(data)
+    return header, rows, eof
+
+
+def table_rows(db, sql="SELECT id, v, n FROM t"):
+    return {int(r[0]): (r[1], None if r[2] is None else int(r[2])) for r in db.query(sql)}
+
+
+def test_snapshot_rows_header_and_view(make_db):
+    db = make_db("snap_basic")
+    db.sql("CREATE TABLE t (id int PRIMARY KEY, v text, n bigint, ts timestamptz DEFAULT now())")
+    db.sql("INSERT INTO t (id, v, n) SELECT g, 'v' || g, CASE WHEN g % 7 = 0 THEN NULL ELSE g * 10 END "
+           "FROM generate_series(1, 3000) g")
+    db.sql("ANALYZE t")
+    subject = db.scalar("SELECT creek.snapshot('t')")
+    assert subject.startswith("CREEK.%s.snap.public.t." % db.token)
+    suffix = subject.rsplit(".", 1)[1]
+    assert len(suffix) == len("20261123120501_123_ab12") and suffix[14] == "_" and suffix[18] == "_"
+    state, sent, approx, err, origin = snapshot_state(db, subject)
+    assert (state, sent, err, origin) == ("finished", "3000", None, "sql")
+    assert int(approx) == 3000
+    header, rows, eof = read_snapshot(db, subject)
+    assert eof
+    for k in ("topic", "fingerprint", "schema", "tx_id", "lsn", "at", "approx_rows", "xmin", "xmax", "xip",
+              "wal_stream", "wal_seq"):
+        assert k in header, k
+    assert header["topic"] == subject and header["approx_rows"] == 3000
+    assert header["wal_stream"] == db.wal_stream and header["tx_id"] == header["xmax"]
+    got = {r["id"]: (r["v"], r["n"]) for r in rows}
+    assert got == table_rows(db)
+    assert all(r["ts"] is not None for r in rows)
+
+
+def test_snapshot_of_a_table_that_is_not_published_and_errors(make_db):
+    db = make_db("snap_err")
+    db.sql("CREATE TABLE t (id int PRIMARY KEY, v text, n bigint); CREATE VIEW vw AS SELECT 1 AS x")
+    db.sql("INSERT INTO t VALUES (1, 'a', 1)")
+    subject = db.scalar("SELECT creek.snapshot('t')")    # SQL: any table the caller can read
+    assert snapshot_state(db, subject)[0] == "finished"
+    rc, out, err = db.pg.run_psql("SELECT creek.snapshot('vw')", db=db.name)
+    assert rc != 0 and '"public.vw" is not a table' in err, err
+    # requested in a transaction that rolls back: never runs
+    db.sql("BEGIN; SELECT creek.snapshot('t'); ROLLBACK;")
+    time.sleep(0.5)
+    assert db.scalar("SELECT count(*) FROM creek.pg_stat_creek_snapshots "
+                     "WHERE datname = current_database()") == "1"
+
+
+class MixedWriter(threading.Thread):
+    """Inserts, updates and deletes rows of t (id in 1..max_id), in one- to
+    three-statement transactions, until stopped."""
+
+    def __init__(self, db, seed, max_id):
+        super().__init__(daemon=True)
+        self.db, self.rng, self.max_id, self.seed = db, random.Random(seed), max_id, seed
+        self.stop_flag = threading.Event()
+        self.count = 0
+        self.failed = 0
+        self.error = None
+
+    def run(self):
+        try:
+            conn = PgConn(self.db.pg.port, self.db.name, appname="creek-e2e-mixed")
+            while not self.stop_flag.is_set():
+                stmts = []
+                for _ in range(self.rng.randint(1, 3)):
+                    i = self.rng.randint(1, self.max_id)
+                    op = self.rng.random()
+                    if op < 0.4:
+                        stmts.append("INSERT INTO t VALUES (%d, 'w%d', %d) ON CONFLICT (id) DO UPDATE "
+                                     "SET v = excluded.v, n = t.n + 1" % (i, self.count, self.count))
+                    elif op < 0.75:
+                        stmts.append("UPDATE t SET v = 'u%d', n = coalesce(n, 0) + 1 WHERE id = %d" % (self.count, i))
+                    elif op < 0.9:
+                        stmts.append("DELETE FROM t WHERE id = %d" % i)
+                    else:   # the key changes
+                        j = self.rng.randint(self.max_id * self.seed + 1, self.max_id * (self.seed + 1))
+                        stmts.append("UPDATE t SET id = %d WHERE id = %d AND NOT EXISTS "
+                                     "(SELECT 1 FROM t WHERE id = %d)" % (j, i, j))
+                try:
+                    conn.query("; ".join(stmts))
+                except PgError as e:   # a deadlock or a key taken by another writer: rolled back
+                    self.failed += 1
+                    continue
+                self.count += 1
+            conn.close()
+        except Exception as e:
+            self.error = e
+
+
+def visible(header):
+    xmin, xmax, xip = header["xmin"], header["xmax"], set(header["xip"])
+    return lambda tx: tx < xmin or (tx < xmax and tx not in xip)
+
+
+def merge(db, header, rows):
+    """The README's rule: the snapshot's rows, then the changes after wal_seq
+    whose transaction the snapshot does not see. Returns (state, applied, skipped)."""
+    state = {r["id"]: (r["v"], r["n"]) for r in rows}
+    seen = visible(header)
+    applied = skipped = 0
+    for c in db.rows(start_seq=header["wal_seq"] + 1, filter_subject=db.wal_subject("public", "t")):
+        if seen(c.source["tx_id"]):
+            skipped += 1
+            continue
+        applied += 1
+        if c.op in ("u", "u_pk", "d") and c.before is not None:
+            state.pop(c.before["id"], None)
+        if c.op in ("c", "u", "u_pk"):
+            state[c.after["id"]] = (c.after["v"], c.after["n"])
+        if c.op == "t":
+            state.clear()
+    return state, applied, skipped
+
+
+def test_merge_rule_with_concurrent_writers(make_db):
+    db = make_db("snap_merge")
+    n = 60000
+    db.sql("CREATE TABLE t (id int PRIMARY KEY, v text, n bigint)")
+    db.add_table("t")
+    db.sql("INSERT INTO t SELECT g, 'initial row ' || g, g FROM generate_series(1, %d) g" % n)
+    writers = [MixedWriter(db, seed, n) for seed in (1, 2, 3)]
+    for w in writers:
+        w.start()
+    wait_until(lambda: all(w.count > 20 for w in writers), 20, 0.05, "writers running")
+    subject = db.scalar("SELECT creek.snapshot('t')")
+    assert snapshot_state(db, subject)[0] == "finished"
+    time.sleep(0.5)
+    for w in writers:
+        w.stop_flag.set()
+    for w in writers:
+        w.join(30)
+        assert w.error is None, w.error
+    wait_until(lambda: db.scalar("SELECT messages_in_flight = 0 AND confirmed_lsn >= pg_current_wal_lsn() "
+                                 "FROM creek.pg_stat_creek") == "t", 60, 0.2, "the change stream caught up")
+    header, rows, eof = read_snapshot(db, subject)
+    assert eof
+    state, applied, skipped = merge(db, header, rows)
+    print("snapshot rows %d, changes applied %d, skipped %d, xip %r, writer transactions %d"
+          % (len(rows), applied, skipped, header["xip"], sum(w.count for w in writers)))
+    assert applied > 0
+    assert state == table_rows(db)
+
+
+def test_nats_snapshot_service(make_db, namespace):
+    db = make_db("snap_nats")
+    db.sql("CREATE TABLE t (id int PRIMARY KEY, v text, n bigint); CREATE TABLE hidden (id int)")
+    db.sql("INSERT INTO t SELECT g, 'v' || g, g FROM generate_series(1, 500) g")
+    db.add_table("t")
+    ask = lambda body, timeout=10: db.client.request(namespace + "._snapshot", json.dumps(body).encode(),
+                                                     timeout=timeout)
+    reply = ask({"database": db.name, "namespace": namespace, "table": "public.t"})
+    assert reply is not None
+    subject = reply.decode()
+    assert subject.startswith("%s.%s.snap.public.t." % (namespace, db.token))
+    # the header is stored when the reply comes
+    first = read_stream(db.client, db.snap_stream, filter_subject=subject)
+    assert first and json.loads(first[0].data)["topic"] == subject
+    assert snapshot_state(db, subject)[4] == "nats"
+    header, rows, eof = read_snapshot(db, subject)
+    assert eof and len(rows) == 500
+    # only published tables, with a JSON error
+    err = json.loads(ask({"database": db.name, "namespace": namespace, "table": "hidden"}))
+    assert "not published" in err["error"], err
+    err = json.loads(ask({"database": db.name, "table": "public.nope"}))
+    assert "not published" in err["error"], err
+    # another database, another namespace: no reply (another producer may answer)
+    assert ask({"database": "no_such_db", "table": "public.t"}, timeout=1) is None
+    assert ask({"database": db.name, "namespace": "OTHER", "table": "public.t"}, timeout=1) is None
+
+
+def test_queue_cancel_and_dropped_table(make_db):
+    db = make_db("snap_queue")
+    db.pg.psql("ALTER SYSTEM SET creek.max_snapshots = 1; SELECT pg_reload_conf()")
+    try:
+        db.sql("CREATE TABLE big (id int PRIMARY KEY, v text); CREATE TABLE small (id int PRIMARY KEY)")
+        db.sql("INSERT INTO big SELECT g, repeat('x', 200) FROM generate_series(1, 400000) g")
+        db.sql("INSERT INTO small VALUES (1)")
+        time.sleep(0.5)
+        a = db.scalar("SELECT creek.snapshot('big')")
+        b = db.scalar("SELECT creek.snapshot('small')")
+        state = lambda s: db.scalar("SELECT state FROM creek.pg_stat_creek_snapshots WHERE subject = '%s'" % s)
+        wait_until(lambda: state(a) == "running", 20, 0.05, "the first snapshot running")
+        assert state(b) == "waiting"
+        # the table of a waiting snapshot is dropped: it fails when its turn comes
+        db.sql("DROP TABLE small")
+        # cancel the running one
+        assert db.scalar("SELECT creek.cancel_snapshot('%s')" % a) == "t"
+        st, sent, _, err, _ = snapshot_state(db, a)
+        assert st == "failed" and "cancelled" in err, (st, err)
+        st, _, _, err, _ = snapshot_state(db, b)
+        assert st == "failed" and "no longer exists" in err, (st, err)
+        # a consumer never sees EOF after a partial snapshot
+        _, rows, eof = read_snapshot(db, a)
+        assert not eof and len(rows) < 400000
+        assert db.scalar("SELECT creek.cancel_snapshot('%s')" % a) == "f"
+        assert db.scalar("SELECT creek.cancel_snapshot('no.such.subject')") == "f"
+    finally:
+        db.pg.psql("ALTER SYSTEM RESET creek.max_snapshots; SELECT pg_reload_conf()")
+
+
+def test_add_table_with_snapshot(make_db):
+    db = make_db("snap_add")
+    db.sql("CREATE TABLE t (id int PRIMARY KEY, v text, n bigint)")
+    db.sql("INSERT INTO t SELECT g, 'v' || g, g FROM generate_series(1, 100) g")
+    rc, out, err = db.pg.run_psql("SELECT creek.add_table('t', snapshot => true)", db=db.name)
+    assert rc == 0, err
+    assert "creek will publish a snapshot of" in err
+    subject = db.scalar("SELECT subject FROM creek.pg_stat_creek_snapshots WHERE datname = current_database()")
+    assert snapshot_state(db, subject)[0] == "finished"
+    header, rows, eof = read_snapshot(db, subject)
+    assert eof and len(rows) == 100
