@@ -212,7 +212,8 @@ def test_nats_snapshot_service(make_db, namespace):
     assert "not published" in err["error"], err
     err = json.loads(ask({"database": db.name, "table": "public.nope"}))
     assert "not published" in err["error"], err
-    # another database, another namespace: no reply (another producer may answer)
+    # another database, another namespace, not JSON: no reply (another producer may answer)
+    assert db.client.request(namespace + "._snapshot", b"orders please", timeout=1) is None
     assert ask({"database": "no_such_db", "table": "public.t"}, timeout=1) is None
     assert ask({"database": db.name, "namespace": "OTHER", "table": "public.t"}, timeout=1) is None
 
@@ -258,3 +259,63 @@ def test_add_table_with_snapshot(make_db):
     assert snapshot_state(db, subject)[0] == "finished"
     header, rows, eof = read_snapshot(db, subject)
     assert eof and len(rows) == 100
+
+
+def test_nats_gone_or_worker_terminated_fails_the_snapshot():
+    from creek_helpers import CreekDb
+    from servers import NatsServer, PgCluster
+    nats = NatsServer()
+    nats.start()
+    pg = PgCluster(conf={"creek.nats_url": nats.url, "creek.ack_timeout": "1s"})
+    try:
+        pg.start()
+        db = CreekDb(pg, nats.url, "snapfail")
+        db.sql("CREATE TABLE big (id int PRIMARY KEY, v text)")
+        db.sql("INSERT INTO big SELECT g, repeat('y', 300) FROM generate_series(1, 300000) g")
+        row = lambda s: db.query("SELECT state, rows_sent, error FROM creek.pg_stat_creek_snapshots "
+                                 "WHERE subject = '%s'" % s)
+        # the worker is terminated
+        a = db.scalar("SELECT creek.snapshot('big')")
+        wait_until(lambda: (row(a) or [[None, "0"]])[0][1] != "0", 30, 0.05, "rows being sent")
+        db.scalar("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'creek snapshot'")
+        st, _, _, err, _ = snapshot_state(db, a)
+        assert st == "failed" and "terminated" in (err or ""), (st, err, db.query("SELECT * FROM creek.pg_stat_creek_snapshots"))
+        # NATS goes away
+        b = db.scalar("SELECT creek.snapshot('big')")
+        wait_until(lambda: (row(b) or [[None, "0"]])[0][1] != "0", 30, 0.05, "rows being sent")
+        nats.stop()
+        st, _, _, err, _ = snapshot_state(db, b, timeout=60)
+        assert st == "failed" and ("NATS" in err or "JetStream" in err), (st, err)
+        nats.start()
+        db.reconnect_nats()
+        for s in (a, b):
+            _, rows, eof = read_snapshot(db, s)
+            assert not eof and len(rows) < 300000
+        db.close()
+    finally:
+        pg.cleanup()
+        nats.cleanup()
+
+
+def test_upgrade_from_0_1_0(pg, nats):
+    from creek_helpers import CreekDb, unique_db_name
+    name = unique_db_name("snap_upgrade")
+    pg.psql("CREATE DATABASE %s" % name)
+    try:
+        pg.psql("CREATE EXTENSION creek VERSION '0.1.0'", db=name)
+        pg.psql("CREATE TABLE t (id int PRIMARY KEY, v text, n bigint); INSERT INTO t VALUES (1, 'a', 1)", db=name)
+        pg.psql("SELECT creek.add_table('t')", db=name)
+        assert pg.scalar("SELECT count(*) FROM pg_proc WHERE proname = 'snapshot'", db=name) == "0"
+        pg.psql("ALTER EXTENSION creek UPDATE", db=name)
+        assert pg.scalar("SELECT extversion FROM pg_extension WHERE extname = 'creek'", db=name) == "0.2.0"
+        db = CreekDb(pg, nats.url, name, create=False)
+        assert db.scalar("SELECT count(*) FROM creek.tables") == "1"   # kept
+        subject = db.scalar("SELECT creek.snapshot('t')")
+        assert snapshot_state(db, subject)[0] == "finished"
+        db.sql("INSERT INTO t VALUES (2, 'b', 2)")
+        db.wait_wal_count(1)
+        db.close()
+    finally:
+        pg.psql("DROP EXTENSION creek", db=name)
+        time.sleep(1)
+        pg.dropdb(name)

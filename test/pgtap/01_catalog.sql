@@ -1,6 +1,6 @@
 -- creek's catalog objects: schema, tables, functions, view.
 BEGIN;
-SELECT plan(30);
+SELECT plan(38);
 
 SELECT has_extension('creek');
 SELECT has_schema('creek');
@@ -30,9 +30,21 @@ SELECT columns_are('creek', 'pg_stat_creek_tables', ARRAY[
     'truncates', 'bytes', 'last_lsn', 'last_change_at', 'fingerprint']);
 SELECT has_function('creek', 'reset_stats', ARRAY[]::text[]);
 
-SELECT has_function('creek', 'add_table', ARRAY['regclass']);
-SELECT function_returns('creek', 'add_table', ARRAY['regclass'], 'void');
-SELECT is_strict('creek', 'add_table', ARRAY['regclass']);
+SELECT has_function('creek', 'add_table', ARRAY['regclass', 'boolean']);
+SELECT function_returns('creek', 'add_table', ARRAY['regclass', 'boolean'], 'void');
+SELECT is_strict('creek', 'add_table', ARRAY['regclass', 'boolean']);
+SELECT has_function('creek', 'snapshot', ARRAY['regclass']);
+SELECT function_returns('creek', 'snapshot', ARRAY['regclass'], 'text');
+SELECT has_function('creek', 'cancel_snapshot', ARRAY['text']);
+SELECT function_returns('creek', 'cancel_snapshot', ARRAY['text'], 'boolean');
+SELECT has_view('creek', 'pg_stat_creek_snapshots', 'creek.pg_stat_creek_snapshots exists');
+SELECT columns_are('creek', 'pg_stat_creek_snapshots', ARRAY[
+    'datid', 'datname', 'subject', 'relid', 'schemaname', 'relname', 'state', 'origin',
+    'rows_sent', 'approx_rows', 'requested_at', 'started_at', 'finished_at', 'error']);
+SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'creek'), '0.2.0',
+          'a new install is version 0.2.0 (0.1.0 and the upgrade script)');
+SELECT is((SELECT count(*) FROM pg_extension_update_paths('creek') WHERE source = '0.1.0' AND target = '0.2.0'
+           AND path IS NOT NULL), 1::bigint, '0.1.0 upgrades to 0.2.0');
 SELECT has_function('creek', 'remove_table', ARRAY['regclass']);
 SELECT function_returns('creek', 'remove_table', ARRAY['regclass'], 'void');
 SELECT is_strict('creek', 'remove_table', ARRAY['regclass']);

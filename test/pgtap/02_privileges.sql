@@ -2,7 +2,7 @@
 -- (creek_admin only for tables it can read); pg_monitor reads the view;
 -- PUBLIC gets nothing.
 BEGIN;
-SELECT plan(28);
+SELECT plan(38);
 
 CREATE ROLE creek_tap_plain NOLOGIN;
 CREATE ROLE creek_tap_monitor NOLOGIN IN ROLE pg_monitor;
@@ -13,7 +13,7 @@ GRANT ALL ON public.tap_t TO creek_tap_plain;
 GRANT SELECT ON public.tap_t TO creek_tap_admin;
 GRANT CREATE ON SCHEMA public TO creek_tap_plain;
 
-SELECT function_privs_are('creek', 'add_table', ARRAY['regclass'], 'public', ARRAY[]::text[],
+SELECT function_privs_are('creek', 'add_table', ARRAY['regclass', 'boolean'], 'public', ARRAY[]::text[],
                           'PUBLIC cannot execute creek.add_table');
 SELECT function_privs_are('creek', 'remove_table', ARRAY['regclass'], 'public', ARRAY[]::text[],
                           'PUBLIC cannot execute creek.remove_table');
@@ -76,6 +76,34 @@ SELECT lives_ok($$DROP TABLE public.tap_own$$, 'a plain owner drops its publishe
 RESET ROLE;
 SELECT is((SELECT count(*) FROM creek.tables WHERE relid::text = 'tap_own'), 0::bigint,
           'the dropped table is no longer published');
+
+-- snapshots: like publishing, for creek_admin members and the tables they can read
+SELECT function_privs_are('creek', 'snapshot', ARRAY['regclass'], 'public', ARRAY[]::text[],
+                          'PUBLIC cannot execute creek.snapshot');
+SELECT function_privs_are('creek', 'cancel_snapshot', ARRAY['text'], 'public', ARRAY[]::text[],
+                          'PUBLIC cannot execute creek.cancel_snapshot');
+SELECT table_privs_are('creek', 'pg_stat_creek_snapshots', 'public', ARRAY[]::text[],
+                       'PUBLIC cannot read creek.pg_stat_creek_snapshots');
+SELECT table_privs_are('creek', 'pg_stat_creek_snapshots', 'pg_monitor', ARRAY['SELECT'],
+                       'pg_monitor reads creek.pg_stat_creek_snapshots');
+SET ROLE creek_tap_plain;
+SELECT throws_ok($$SELECT creek.snapshot('public.tap_t')$$, '42501', NULL,
+                 'a plain role cannot take a snapshot');
+RESET ROLE;
+SET ROLE creek_tap_monitor;
+SELECT lives_ok($$SELECT * FROM creek.pg_stat_creek_snapshots$$, 'a pg_monitor member reads the snapshots');
+SELECT throws_ok($$SELECT creek.snapshot('public.tap_t')$$, '42501', NULL,
+                 'a pg_monitor member cannot take a snapshot');
+RESET ROLE;
+SET ROLE creek_tap_admin;
+SELECT matches(creek.snapshot('public.tap_t'), '^CREEK\.creek_tap\.snap\.public\.tap_t\.[0-9]{14}_[0-9]{3}_[a-z0-9]{4}$',
+               'a creek_admin member takes a snapshot of a table it can read');
+SELECT throws_ok($$SELECT creek.snapshot('public.tap_secret')$$, '42501',
+                 'permission denied to take a snapshot of table "public.tap_secret"',
+                 'a creek_admin member cannot take a snapshot of a table it cannot read');
+SELECT is(creek.cancel_snapshot('CREEK.x.snap.public.nope.1'), false,
+          'a creek_admin member may cancel snapshots');
+RESET ROLE;
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -5,7 +5,10 @@
 #include <string>
 
 #include "check.hpp"
+#include <map>
+
 #include "fingerprint.hpp"
+#include "json_text.hpp"
 #include "schema.hpp"
 #include "subjects.hpp"
 
@@ -65,6 +68,37 @@ TEST(full_identity_uses_row_for_before)
     CHECK_EQ(ws.before_cols.size(), size_t(3));
     CHECK(ws.json.find("{\"name\":\"after\",\"type\":[\"null\",\"row\"]}") != std::string::npos);
     canonical_form(ws.json);  // valid
+}
+
+// A snapshot row's schema: the record "row" alone, with its own fingerprint.
+TEST(row_schema_is_the_row_record)
+{
+    WriterSchema rs = build_row_schema(orders('d'));
+    std::string canon = canonical_form(rs.json);
+    CHECK(canon.find(".row\",\"type\":\"record\"") != std::string::npos);
+    CHECK(canon.find("publish_message") == std::string::npos);
+    CHECK_EQ(rs.fingerprint, crc64_avro(canon));
+    CHECK(rs.fingerprint != build_writer_schema(orders('d')).fingerprint);
+    CHECK(rs.json.find("\"pgKey\":true") != std::string::npos);
+}
+
+TEST(flat_json_objects)
+{
+    std::map<std::string, std::string> f;
+    std::string err;
+    CHECK(json_parse_flat_object(" {\"database\": \"shop\", \"table\":\"public.t\\u00e9\\\"x\", \"n\": 12, \"b\": true} ", f, err));
+    CHECK_EQ(f["database"], std::string("shop"));
+    CHECK_EQ(f["table"], std::string("public.t\xc3\xa9\"x"));
+    CHECK_EQ(f["n"], std::string("12"));
+    CHECK_EQ(f["b"], std::string("true"));
+    CHECK(json_parse_flat_object("{}", f, err));
+    CHECK(f.empty());
+    CHECK(!json_parse_flat_object("orders please", f, err));
+    CHECK(!json_parse_flat_object("{\"a\": {\"b\": 1}}", f, err));
+    CHECK(!json_parse_flat_object("{\"a\": \"x\"} trailing", f, err));
+    CHECK(!json_parse_flat_object("{\"a\" \"x\"}", f, err));
+    CHECK(!json_parse_flat_object("{\"a\": \"x", f, err));
+    CHECK(!err.empty());
 }
 
 TEST(fingerprint_is_stable_and_structural)
