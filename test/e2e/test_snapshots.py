@@ -216,6 +216,16 @@ def test_nats_snapshot_service(make_db, namespace):
     assert db.client.request(namespace + "._snapshot", b"orders please", timeout=1) is None
     assert ask({"database": "no_such_db", "table": "public.t"}, timeout=1) is None
     assert ask({"database": db.name, "namespace": "OTHER", "table": "public.t"}, timeout=1) is None
+    # the service can be turned off entirely (SQL snapshots still work)
+    pid = db.stat()["pid"]
+    db.pg.psql("ALTER SYSTEM SET creek.snapshot_service = off; SELECT pg_reload_conf()")
+    try:
+        wait_until(lambda: db.stat()["pid"] not in (pid, None) and db.stat()["state"] == "streaming",
+                   30, 0.2, "the worker restarted without the service")
+        assert ask({"database": db.name, "namespace": namespace, "table": "public.t"}, timeout=2) is None
+        assert snapshot_state(db, db.scalar("SELECT creek.snapshot('t')"))[0] == "finished"
+    finally:
+        db.pg.psql("ALTER SYSTEM RESET creek.snapshot_service; SELECT pg_reload_conf()")
 
 
 def test_queue_cancel_and_dropped_table(make_db):
