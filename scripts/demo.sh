@@ -53,5 +53,13 @@ SQL
 done
 wait $TAIL || true
 
+echo "== SELECT creek.snapshot('public.orders'): header, rows, EOF on the snapshot subject"
+SUBJECT=$(psql -X -q -t -A -d demo -c "SELECT creek.snapshot('public.orders')")
+for _ in $(seq 1 100); do
+  [ "$(psql -X -q -t -A -d demo -c "SELECT state FROM creek.pg_stat_creek_snapshots WHERE subject = '$SUBJECT'")" = finished ] && break
+  sleep 0.1
+done
+$PY tools/creek_tail.py --url "$NATS_URL" --db demo --snapshot "$SUBJECT"
+
 echo "== creek.pg_stat_creek"
 psql -X -d demo -c "SELECT datname, state, nats_state, slot_name, confirmed_lsn, messages_published, messages_in_flight, last_error FROM creek.pg_stat_creek WHERE datname = 'demo'"

@@ -3,6 +3,7 @@
 
     tools/creek_tail.py --url nats://127.0.0.1:4222 --db mydb [--namespace CREEK]
                         [--from-seq 1] [--seconds 0] [--follow]
+    tools/creek_tail.py --url ... --db mydb --snapshot CREEK.mydb.snap.public.t.<time>_<id>
 
 Reads the stream NS_DB_wal from the given sequence, fetches every writer schema
 from the NS._schemas service by the fingerprint in the message header, decodes
@@ -21,7 +22,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test", "lib"))
 
-from avrocheck import PartAssembler, decode_single_object  # noqa: E402
+from avrocheck import PartAssembler, decode_binary, decode_single_object  # noqa: E402
 from natsclient import NatsClient  # noqa: E402
 
 
@@ -44,6 +45,27 @@ def plain(v):
     return v
 
 
+def print_snapshot(args):
+    """The header (without its schema), each row decoded with the header's
+    schema, and whether EOF arrived."""
+    client = NatsClient(args.url, timeout=5, name="creek_tail")
+    stream = "%s_%s_snap" % (args.namespace, token(args.db).replace("%", "="))
+    parts = PartAssembler()
+    header = None
+    for msg in client.stream_messages(stream, args.snapshot):
+        data = parts.add(msg.subject, msg.headers, msg.data)
+        if data is None:
+            continue
+        if header is None:
+            header = json.loads(data)
+            print(json.dumps({k: v for k, v in header.items() if k != "schema"}), flush=True)
+        elif data == b"EOF":
+            print("EOF", flush=True)
+        else:
+            print(json.dumps(plain(decode_binary(data, header["schema"])), ensure_ascii=False), flush=True)
+    client.close()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", default="nats://127.0.0.1:4222")
@@ -52,7 +74,10 @@ def main():
     ap.add_argument("--from-seq", type=int, default=1)
     ap.add_argument("--follow", action="store_true", help="keep waiting for new messages")
     ap.add_argument("--seconds", type=float, default=0, help="with --follow: stop after this long (0: never)")
+    ap.add_argument("--snapshot", metavar="SUBJECT", help="print the snapshot published on SUBJECT instead")
     args = ap.parse_args()
+    if args.snapshot:
+        return print_snapshot(args)
 
     client = NatsClient(args.url, timeout=5, name="creek_tail")
     stream = "%s_%s_wal" % (args.namespace, token(args.db).replace("%", "="))
