@@ -150,6 +150,7 @@ struct CbState {
     std::mutex mu;
     bool dead = false;               // guarded by mu: the Publisher is gone
     int efd = -1;                    // guarded by mu once threads exist
+    bool wake_pending = false;       // guarded by mu: efd written, not yet cleared
     std::vector<AckRecord> acks;     // guarded by mu
     uint64_t lost_acks = 0;          // guarded by mu (allocation failures)
     std::string last_error;          // guarded by mu
@@ -161,8 +162,11 @@ struct CbState {
     std::atomic<bool> closed_seen{false};
 
     // Caller holds mu.
+    // One write per wake-up, however many acknowledgements arrive before the
+    // owner clears it (a write is a system call, and may switch threads).
     void wake_locked() {
-        if (dead || efd < 0) return;
+        if (dead || efd < 0 || wake_pending) return;
+        wake_pending = true;
         uint64_t one = 1;
         ssize_t r = ::write(efd, &one, sizeof one);
         (void) r;  // EAGAIN: counter saturated, already readable
@@ -320,7 +324,9 @@ struct Publisher::Impl {
     // entries[i] has position acked_through + 1 + i.
     std::deque<Entry> entries;
     std::deque<uint64_t> outgoing;          // positions to send, ascending
-    std::unordered_map<std::string, std::vector<uint64_t>> inflight_ids;
+    // message id -> position of the in-flight message (an id is never in
+    // flight twice: a resend waits until nothing is in flight)
+    std::unordered_map<std::string, uint64_t> inflight_ids;
     size_t inflight = 0;
     size_t failed_waiting = 0;              // Failed entries not yet requeued
     // Recovery: set by any failure; no new message goes out while it is set
@@ -726,9 +732,8 @@ void Publisher::Impl::apply_acks() {
     for (auto &r : ack_batch) {
         auto it = inflight_ids.find(r.id);
         if (it == inflight_ids.end()) continue;  // resolved already (local deadline, reclaimed)
-        uint64_t pos = it->second.front();
-        it->second.erase(it->second.begin());
-        if (it->second.empty()) inflight_ids.erase(it);
+        uint64_t pos = it->second;
+        inflight_ids.erase(it);
         if (pos <= acked || pos > last_pos) continue;
         Entry &e = entry(pos);
         if (e.st != InFlight) continue;
@@ -774,11 +779,7 @@ void Publisher::Impl::check_local_deadlines(int64_t now) {
         if (e.st != InFlight || now - e.sent_ms < limit) continue;
         uint64_t pos = acked + 1 + i;
         auto it = inflight_ids.find(e.id);
-        if (it != inflight_ids.end()) {
-            auto &v = it->second;
-            v.erase(std::remove(v.begin(), v.end(), pos), v.end());
-            if (v.empty()) inflight_ids.erase(it);
-        }
+        if (it != inflight_ids.end() && it->second == pos) inflight_ids.erase(it);
         set_error("no acknowledgement for message " + e.id + " to " + e.subject +
                   " within the publish deadline; resending");
         mark_failed(e);
@@ -854,8 +855,7 @@ void Publisher::Impl::send(int64_t now) {
             jsPubOptions_Init(&po);
             po.MaxWait = std::max<int64_t>(cfg.ack_timeout_ms, 1);
             if (!e.id.empty()) po.MsgId = e.id.c_str();
-            auto &ids = inflight_ids[e.id];
-            ids.push_back(pos);
+            inflight_ids[e.id] = pos;
             {
                 SignalBlock sb(!async_started);  // first one creates the ack thread
                 s = js_PublishMsgAsync(js, &m, &po);
@@ -884,8 +884,7 @@ void Publisher::Impl::send(int64_t now) {
                 }
                 continue;
             }
-            ids.pop_back();
-            if (ids.empty()) inflight_ids.erase(e.id);
+            inflight_ids.erase(e.id);
             natsMsg_Destroy(m);  // still ours on failure
             if (s == NATS_TIMEOUT) return;  // stalled on a full window: not a failure
         }
@@ -1065,6 +1064,7 @@ int Publisher::wakeup_fd() const {
 void Publisher::clear_wakeup() {
     std::lock_guard<std::mutex> g(impl_->cb->mu);
     if (impl_->cb->efd < 0) return;
+    impl_->cb->wake_pending = false;
     uint64_t v;
     ssize_t r = ::read(impl_->cb->efd, &v, sizeof v);
     (void) r;  // EAGAIN: nothing to clear
