@@ -134,8 +134,11 @@ struct CbState;
 std::vector<CbState *> *g_retired = new std::vector<CbState *>;
 void on_process_exit() { g_process_exiting.store(true); }
 
+// An acknowledgement (or failure) of one message, identified by the message
+// itself: on_ack hands it over instead of destroying it, so its address
+// cannot be reused before the owner has looked it up (the owner destroys it).
 struct AckRecord {
-    std::string id;
+    natsMsg *msg = nullptr;
     bool ok = false;
     bool duplicate = false;
     int status = 0;      // natsStatus on failure
@@ -195,14 +198,12 @@ struct CbState {
 
 void on_ack(jsCtx *, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure) {
     CbState *st = static_cast<CbState *>(closure);
-    const char *id = nullptr;
-    if (natsMsgHeader_Get(msg, kMsgIdHeader, &id) != NATS_OK) id = nullptr;
     {
         std::lock_guard<std::mutex> g(st->mu);
         if (!st->dead) {
             try {
                 AckRecord r;
-                r.id = id ? id : "";
+                r.msg = msg;
                 if (pa != nullptr) {
                     r.ok = true;
                     r.duplicate = pa->Duplicate;
@@ -215,13 +216,14 @@ void on_ack(jsCtx *, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure
                     }
                 }
                 st->acks.push_back(std::move(r));
+                msg = nullptr;   // the owner destroys it
             } catch (...) {
                 st->lost_acks++;  // the owner's local deadline resends it
             }
             st->wake_locked();
         }
     }
-    natsMsg_Destroy(msg);
+    if (msg != nullptr) natsMsg_Destroy(msg);
 }
 
 void on_disconnected(natsConnection *nc, void *closure) {
@@ -300,6 +302,7 @@ struct Publisher::Impl {
     struct Entry {
         std::string subject, id, data;
         std::string chunk;     // "k/n" for a part of a split message, else empty
+        natsMsg *sent = nullptr;   // while in flight: the message nats.c holds
         EntryState st = Queued;
         int64_t sent_ms = 0;
     };
@@ -324,9 +327,8 @@ struct Publisher::Impl {
     // entries[i] has position acked_through + 1 + i.
     std::deque<Entry> entries;
     std::deque<uint64_t> outgoing;          // positions to send, ascending
-    // message id -> position of the in-flight message (an id is never in
-    // flight twice: a resend waits until nothing is in flight)
-    std::unordered_map<std::string, uint64_t> inflight_ids;
+    // the message handed to nats.c -> its position, while in flight
+    std::unordered_map<natsMsg *, uint64_t> inflight_ids;
     size_t inflight = 0;
     size_t failed_waiting = 0;              // Failed entries not yet requeued
     // Recovery: set by any failure; no new message goes out while it is set
@@ -730,7 +732,7 @@ void Publisher::Impl::apply_acks() {
     std::string first_failure;
     bool any_success = false;
     for (auto &r : ack_batch) {
-        auto it = inflight_ids.find(r.id);
+        auto it = inflight_ids.find(r.msg);
         if (it == inflight_ids.end()) continue;  // resolved already (local deadline, reclaimed)
         uint64_t pos = it->second;
         inflight_ids.erase(it);
@@ -745,7 +747,7 @@ void Publisher::Impl::apply_acks() {
                 char buf[96];
                 std::snprintf(buf, sizeof buf, " (status %d, JetStream error code %d)", r.status,
                               r.err_code);
-                first_failure = "publish of message " + r.id + " to " + e.subject +
+                first_failure = "publish of message " + e.id + " to " + e.subject +
                                 " failed: " + (r.text.empty() ? std::string("unknown error") : r.text) +
                                 buf;
             }
@@ -755,6 +757,7 @@ void Publisher::Impl::apply_acks() {
                 streams_ok = false;   // let ensure_ready() (re)create the streams
         }
     }
+    for (auto &r : ack_batch) natsMsg_Destroy(r.msg);   // handed over by on_ack
     ack_batch.clear();
     if (any_success) backoff_ms = std::max<int64_t>(cfg.retry_backoff_min_ms, 0);
     if (failures > 0) {
@@ -778,7 +781,7 @@ void Publisher::Impl::check_local_deadlines(int64_t now) {
         Entry &e = entries[i];
         if (e.st != InFlight || now - e.sent_ms < limit) continue;
         uint64_t pos = acked + 1 + i;
-        auto it = inflight_ids.find(e.id);
+        auto it = inflight_ids.find(e.sent);
         if (it != inflight_ids.end() && it->second == pos) inflight_ids.erase(it);
         set_error("no acknowledgement for message " + e.id + " to " + e.subject +
                   " within the publish deadline; resending");
@@ -855,13 +858,15 @@ void Publisher::Impl::send(int64_t now) {
             jsPubOptions_Init(&po);
             po.MaxWait = std::max<int64_t>(cfg.ack_timeout_ms, 1);
             if (!e.id.empty()) po.MsgId = e.id.c_str();
-            inflight_ids[e.id] = pos;
+            natsMsg *sent = m;   // js_PublishMsgAsync clears m once it owns it
             {
                 SignalBlock sb(!async_started);  // first one creates the ack thread
                 s = js_PublishMsgAsync(js, &m, &po);
             }
             if (s == NATS_OK) {
                 async_started = true;
+                inflight_ids[sent] = pos;
+                e.sent = sent;
                 e.st = InFlight;
                 e.sent_ms = now;
                 inflight++;
@@ -884,7 +889,6 @@ void Publisher::Impl::send(int64_t now) {
                 }
                 continue;
             }
-            inflight_ids.erase(e.id);
             natsMsg_Destroy(m);  // still ours on failure
             if (s == NATS_TIMEOUT) return;  // stalled on a full window: not a failure
         }
@@ -950,6 +954,8 @@ Publisher::~Publisher() {
         im->cb->dead = true;
         if (im->cb->efd >= 0) ::close(im->cb->efd);
         im->cb->efd = -1;
+        // (messages of unprocessed acknowledgements are left allocated: nats.c
+        // may be closed already)
         std::vector<AckRecord>().swap(im->cb->acks);
     }
     // Without nats_CloseAndWait a nats.c thread (the ack subscription's
