@@ -8,6 +8,7 @@ PKGS=(
   libnats-dev libavro-dev nats-server
   postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
   python3 python3-avro python3-pytest openssl
+  gnuplot-nox
 )
 
 SUDO=""

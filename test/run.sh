@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every creek test: C++ unit tests, pg_regress, pgTAP and the end-to-end
 # tests against a real Postgres and nats-server. Installs dependencies and
-# builds first. Ends with one line: "N passed, N failed".
+# builds first; then the quick benchmark. Ends with one line: "N passed, N failed".
 #
 #   bash test/run.sh            everything
 #   bash test/run.sh -k nats    end-to-end tests matching a pytest expression
@@ -78,6 +78,19 @@ ee=$(echo "$summary" | grep -oE "[0-9]+ error" | grep -oE "[0-9]+" || echo 0)
 [ -z "$ep" ] && ep=0; [ -z "$ef" ] && ef=0; [ -z "$ee" ] && ee=0
 if [ "$ep" -eq 0 ] && [ "$ef" -eq 0 ] && [ "$ee" -eq 0 ]; then ef=1; fi
 add "$ep" $((ef + ee))
+
+# The quick version of the benchmark (bench/run.sh), so that it keeps
+# working; its figures are in the log, not judged here.
+if [ $# -eq 0 ]; then
+  echo "== benchmark, quick version (bash bench/run.sh --quick)"
+  if bash bench/run.sh --quick --out "$LOGDIR/bench" >"$LOGDIR/bench.log" 2>&1 &&
+     tail -1 "$LOGDIR/bench.log" | grep -q "bench quick: ok"; then
+    grep -E "^target" "$LOGDIR/bench.log" | sed 's/^/  /'
+    echo "  bench quick: ok"; add 1 0
+  else
+    tail -20 "$LOGDIR/bench.log"; add 0 1
+  fi
+fi
 
 echo "logs: $LOGDIR"
 echo "$PASSED passed, $FAILED failed"
