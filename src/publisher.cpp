@@ -643,6 +643,9 @@ void Publisher::Impl::watch_connection() {
     natsConnStatus prev = conn_status;
     conn_status = natsConnection_Status(conn);
     if (conn_status == NATS_CONN_STATUS_CONNECTED && prev != NATS_CONN_STATUS_CONNECTED) {
+        // the server may be another one, with another max_payload
+        int64_t mp = natsConnection_GetMaxPayload(conn);
+        if (mp > 0) max_payload = uint64_t(mp);
         // A fresh connection: resend at once, whatever the back-off reached
         // while the server was away.
         backoff_ms = std::max<int64_t>(cfg.retry_backoff_min_ms, 0);
@@ -1174,13 +1177,9 @@ NatsState Publisher::state() const { return NatsState(impl_->cb->state.load()); 
 uint64_t Publisher::messages_published() const { return impl_->msgs_published; }
 uint64_t Publisher::bytes_published() const { return impl_->bytes_published; }
 
-uint64_t Publisher::max_payload() const {
-    if (impl_->conn != nullptr) {
-        int64_t mp = natsConnection_GetMaxPayload(impl_->conn);
-        if (mp > 0) return uint64_t(mp);
-    }
-    return impl_->max_payload;
-}
+// Cached (part_limit() runs for every message, and nats.c takes the
+// connection's lock to answer): read at connect and after each reconnect.
+uint64_t Publisher::max_payload() const { return impl_->max_payload; }
 
 std::string Publisher::last_error() const {
     std::lock_guard<std::mutex> g(impl_->cb->mu);

@@ -238,6 +238,24 @@ struct Builder {
 
 }  // namespace
 
+// Gives the top record of json (named record_name) its namespace, then the
+// fingerprint and the single-object header. Logical types and attributes
+// (pgType, pgKey...) are not part of the canonical form: two tables whose
+// columns differ only there (timestamp and timestamptz, text and varchar)
+// would share a fingerprint and so a schema. A namespace derived from the
+// whole JSON makes the fingerprint name exactly one schema text, the same in
+// every database and run.
+static void finish_schema(WriterSchema &ws, const std::string &json, const char *record_name)
+{
+    char ns[40];
+    snprintf(ns, sizeof ns, "creek.s%016llx", static_cast<unsigned long long>(crc64_avro(json)));
+    const std::string head = std::string("{\"type\":\"record\",\"name\":\"") + record_name + "\",";
+    ws.json = head + "\"namespace\":\"" + ns + "\"," + json.substr(head.size());
+    ws.fingerprint = crc64_avro(canonical_form(ws.json));
+    ws.fingerprint_b64 = base64url_encode(fingerprint_bytes(ws.fingerprint));
+    ws.header = single_object_header(ws.fingerprint);
+}
+
 WriterSchema build_writer_schema(const TableInfo &table)
 {
     WriterSchema ws;
@@ -279,18 +297,7 @@ WriterSchema build_writer_schema(const TableInfo &table)
         b.record("row", table, all);
         b.out += "]}]}";
     }
-    // Logical types and attributes (pgType, pgKey...) are not part of the
-    // canonical form: two tables whose columns differ only there (timestamp
-    // and timestamptz, text and varchar) would share a fingerprint and so a
-    // schema. A namespace derived from the whole JSON makes the fingerprint
-    // name exactly one schema text, the same in every database and run.
-    char ns[40];
-    snprintf(ns, sizeof ns, "creek.s%016llx", static_cast<unsigned long long>(crc64_avro(b.out)));
-    const std::string head = "{\"type\":\"record\",\"name\":\"publish_message\",";
-    ws.json = head + "\"namespace\":\"" + ns + "\"," + b.out.substr(head.size());
-    ws.fingerprint = crc64_avro(canonical_form(ws.json));
-    ws.fingerprint_b64 = base64url_encode(fingerprint_bytes(ws.fingerprint));
-    ws.header = single_object_header(ws.fingerprint);
+    finish_schema(ws, b.out, "publish_message");
     return ws;
 }
 
@@ -303,13 +310,7 @@ WriterSchema build_row_schema(const TableInfo &table)
     Builder b;
     b.named["row"] = "#fixed";
     b.record("row", table, all);
-    char ns[40];
-    snprintf(ns, sizeof ns, "creek.s%016llx", static_cast<unsigned long long>(crc64_avro(b.out)));
-    const std::string head = "{\"type\":\"record\",\"name\":\"row\",";
-    ws.json = head + "\"namespace\":\"" + ns + "\"," + b.out.substr(head.size());
-    ws.fingerprint = crc64_avro(canonical_form(ws.json));
-    ws.fingerprint_b64 = base64url_encode(fingerprint_bytes(ws.fingerprint));
-    ws.header = single_object_header(ws.fingerprint);
+    finish_schema(ws, b.out, "row");
     return ws;
 }
 

@@ -85,6 +85,16 @@ void creek_shmem_install_hooks()
     shmem_startup_hook = creek_shmem_startup;
 }
 
+void creek_require_loaded()
+{
+    if (creek_shared == nullptr)
+        ereport(ERROR,
+                (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                 errmsg("creek is not loaded"),
+                 errdetail("creek runs its workers only when loaded at server start."),
+                 errhint("Add creek to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
 CreekDbEntry *creek_find_db(Oid dboid)
 {
     for (int i = 0; i < creek_shared->ndbs; i++) {

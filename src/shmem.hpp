@@ -65,6 +65,9 @@ typedef struct CreekShared {
 
 extern CreekShared *creek_shared;
 
+// Errors (in SQL functions) when creek was not preloaded: no shared memory.
+void creek_require_loaded();
+
 // Installs shmem_request_hook and shmem_startup_hook (from _PG_init).
 void creek_shmem_install_hooks();
 

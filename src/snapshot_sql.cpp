@@ -15,16 +15,6 @@ PG_FUNCTION_INFO_V1(creek_cancel_snapshot);
 PG_FUNCTION_INFO_V1(creek_snapshots);
 }
 
-static void require_loaded()
-{
-    if (creek_shared == nullptr)
-        ereport(ERROR,
-                (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-                 errmsg("creek is not loaded"),
-                 errdetail("creek runs its workers only when loaded at server start."),
-                 errhint("Add creek to shared_preload_libraries in postgresql.conf and restart the server.")));
-}
-
 // NS.DB.snap.SCHEMA.TABLE (plain C++, no Postgres call inside the try).
 static bool subject_prefix(const char *db, const char *schema, const char *table, char *out, size_t len)
 {
@@ -41,7 +31,7 @@ static bool subject_prefix(const char *db, const char *schema, const char *table
 
 char *creek_request_snapshot(Oid relid, const char *origin)
 {
-    require_loaded();
+    creek_require_loaded();
     Relation rel = try_relation_open(relid, AccessShareLock);
     if (rel == nullptr)
         ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE), errmsg("relation with OID %u does not exist", relid)));
@@ -86,7 +76,7 @@ extern "C" Datum creek_snapshot(PG_FUNCTION_ARGS)
 
 extern "C" Datum creek_cancel_snapshot(PG_FUNCTION_ARGS)
 {
-    require_loaded();
+    creek_require_loaded();
     char *subject = text_to_cstring(PG_GETARG_TEXT_PP(0));
     PG_RETURN_BOOL(creek_snapshot_cancel(subject));
 }
@@ -94,7 +84,7 @@ extern "C" Datum creek_cancel_snapshot(PG_FUNCTION_ARGS)
 extern "C" Datum creek_snapshots(PG_FUNCTION_ARGS)
 {
     ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-    require_loaded();
+    creek_require_loaded();
     InitMaterializedSRF(fcinfo, 0);
     for (int i = 0; i < creek_shared->nsnapshots; i++) {
         CreekSnapshot *s = &creek_shared->snapshots[i];

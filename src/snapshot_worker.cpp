@@ -364,7 +364,9 @@ static void run_snapshot(Oid relid, const char *db_name, const char *reply)
         MemoryContext old = MemoryContextSwitchTo(rowcxt);
         for (uint64 i = 0; i < n; i++) {
             run->writer.clear();
-            creek_encode_record(&run->writer, run->info, codecs, run->cols, tt->tupdesc, tt->vals[i], true);
+            SNAP_CXX(creek_encode_record(&run->writer, run->info, codecs, run->cols, tt->tupdesc,
+                                         tt->vals[i], true),
+                     "encode a row");
             char id[32];
             snprintf(id, sizeof id, "%lld", (long long) ++rows);
             publish(id, run->writer.data().data(), run->writer.size());

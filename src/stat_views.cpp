@@ -11,20 +11,10 @@ PG_FUNCTION_INFO_V1(creek_stat_tables);
 PG_FUNCTION_INFO_V1(creek_reset_stats);
 }
 
-static void require_shared()
-{
-    if (creek_shared == nullptr)
-        ereport(ERROR,
-                (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-                 errmsg("creek is not loaded"),
-                 errdetail("creek runs its workers only when loaded at server start."),
-                 errhint("Add creek to shared_preload_libraries in postgresql.conf and restart the server.")));
-}
-
 extern "C" Datum creek_stat(PG_FUNCTION_ARGS)
 {
     ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-    require_shared();
+    creek_require_loaded();
     InitMaterializedSRF(fcinfo, 0);
 
     for (int i = 0; i < creek_shared->ndbs; i++) {
@@ -78,7 +68,7 @@ extern "C" Datum creek_stat(PG_FUNCTION_ARGS)
 
 extern "C" Datum creek_launch(PG_FUNCTION_ARGS)
 {
-    require_shared();
+    creek_require_loaded();
     if (!creek_request_launch(MyDatabaseId))
         ereport(WARNING, (errmsg("creek could not queue a request to start this database's worker"),
                           errhint("The launcher starts it at the next server start.")));
@@ -88,7 +78,7 @@ extern "C" Datum creek_launch(PG_FUNCTION_ARGS)
 extern "C" Datum creek_stat_tables(PG_FUNCTION_ARGS)
 {
     ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-    require_shared();
+    creek_require_loaded();
     InitMaterializedSRF(fcinfo, 0);
     for (int i = 0; i < creek_shared->ntables; i++) {
         CreekTableStat *t = &creek_shared->tables[i];
@@ -136,7 +126,7 @@ extern "C" Datum creek_stat_tables(PG_FUNCTION_ARGS)
 
 extern "C" Datum creek_reset_stats(PG_FUNCTION_ARGS)
 {
-    require_shared();
+    creek_require_loaded();
     CreekDbEntry *e;
     SpinLockAcquire(&creek_shared->mutex);
     e = creek_find_db(MyDatabaseId);

@@ -334,29 +334,9 @@ static void set_logical_decoding_flag(bool on)
     LWLockRelease(ProcArrayLock);
 }
 
-// Stores new schemas in creek.schemas. The decoding context marks this process
-// PROC_IN_LOGICAL_DECODING, which hides its xid from other snapshots: clear it
-// for the duration of this short write transaction.
+// Stores new schemas in creek.schemas (inside side_transaction()).
 static void store_schemas(CreekStream *st)
 {
-    if (st->to_store.empty())
-        return;
-    bool had_flag = (MyProc->statusFlags & PROC_IN_LOGICAL_DECODING) != 0;
-    if (had_flag)
-        set_logical_decoding_flag(false);
-    InvalidateSystemCaches();
-    StartTransactionCommand();
-    if (get_extension_oid("creek", true) != extension_oid) {
-        // DROP EXTENSION committed: nothing to store; the main loop drops the slot.
-        CommitTransactionCommand();
-        CurrentResourceOwner = worker_owner;
-        if (had_flag)
-            set_logical_decoding_flag(true);
-        st->to_store.clear();
-        return;
-    }
-    SPI_connect();
-    PushActiveSnapshot(GetTransactionSnapshot());
     Oid types[4] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID};
     for (size_t i = 0; i < st->to_store.size(); i++) {
         Datum values[4] = {
@@ -372,14 +352,6 @@ static void store_schemas(CreekStream *st)
         if (rc != SPI_OK_INSERT)
             elog(ERROR, "creek could not store a schema: %s", SPI_result_code_string(rc));
     }
-    SPI_finish();
-    PopActiveSnapshot();
-    CommitTransactionCommand();
-    InvalidateSystemCaches();
-    CurrentResourceOwner = worker_owner;
-    if (had_flag)
-        set_logical_decoding_flag(true);
-    st->to_store.clear();
 }
 
 static void respond_error(CreekStream *st, const char *reply, const char *msg)
@@ -390,19 +362,11 @@ static void respond_error(CreekStream *st, const char *reply, const char *msg)
     }
 }
 
-// Serves the parsed NS._snapshot requests: only published tables; the
-// snapshot worker replies with the subject once the header is stored.
+// Serves the parsed NS._snapshot requests (inside side_transaction()): only
+// published tables; the snapshot worker replies with the subject once the
+// header is stored.
 static void serve_snapshot_requests(CreekStream *st)
 {
-    if (st->snapshot_requests.empty())
-        return;
-    bool had_flag = (MyProc->statusFlags & PROC_IN_LOGICAL_DECODING) != 0;
-    if (had_flag)
-        set_logical_decoding_flag(false);
-    InvalidateSystemCaches();
-    StartTransactionCommand();
-    SPI_connect();
-    PushActiveSnapshot(GetTransactionSnapshot());
     for (size_t i = 0; i < st->snapshot_requests.size(); i++) {
         CreekStream::SnapshotRequest *r = &st->snapshot_requests[i];
         const char *reply = r->reply.c_str();
@@ -442,13 +406,36 @@ static void serve_snapshot_requests(CreekStream *st)
                                                prefix, "nats", reply, subject, sizeof subject))
             respond_error(st, reply, "too many snapshots: none of the snapshots creek keeps has ended");
     }
-    SPI_finish();
-    PopActiveSnapshot();
+}
+
+// Between decoding batches: one short transaction that stores new schemas and
+// serves snapshot requests. The decoding context marks this process
+// PROC_IN_LOGICAL_DECODING, which hides its xid from other snapshots: clear
+// it for the duration of the transaction.
+static void side_transaction(CreekStream *st)
+{
+    if (st->to_store.empty() && st->snapshot_requests.empty())
+        return;
+    bool had_flag = (MyProc->statusFlags & PROC_IN_LOGICAL_DECODING) != 0;
+    if (had_flag)
+        set_logical_decoding_flag(false);
+    InvalidateSystemCaches();
+    StartTransactionCommand();
+    // after DROP EXTENSION committed: nothing to do, the main loop drops the slot
+    if (get_extension_oid("creek", true) == extension_oid) {
+        SPI_connect();
+        PushActiveSnapshot(GetTransactionSnapshot());
+        store_schemas(st);
+        serve_snapshot_requests(st);
+        SPI_finish();
+        PopActiveSnapshot();
+    }
     CommitTransactionCommand();
     InvalidateSystemCaches();
     CurrentResourceOwner = worker_owner;
     if (had_flag)
         set_logical_decoding_flag(true);
+    st->to_store.clear();
     st->snapshot_requests.clear();
 }
 
@@ -586,8 +573,7 @@ static void stream_loop(CreekStream *st)
             if (decoding_ctx->reader->EndRecPtr != (XLogRecPtr) pg_atomic_read_u64(&st->entry->last_decoded_lsn))
                 last_activity = now;
         }
-        store_schemas(st);
-        serve_snapshot_requests(st);
+        side_transaction(st);
         creek_pump(st);
         confirm(st);
         restart_if_too_large(st);
