@@ -30,6 +30,7 @@ int creek_nats_connect_timeout_ms = 2000;
 int creek_nats_reconnect_wait_ms = 2000;
 int creek_max_snapshots = 2;
 bool creek_snapshot_service = true;
+int creek_batch_delay_ms = 5;
 }
 
 static const struct config_enum_entry storage_options[] = {
@@ -152,6 +153,11 @@ void creek_define_settings()
         "After a connection is lost, attempts start 250 ms apart and back off to this.",
         &creek_nats_reconnect_wait_ms, 2000, 10, 600000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr,
         nullptr);
+    DefineCustomIntVariable(
+        "creek.batch_delay", "How long the worker lets commits gather before it decodes them.",
+        "A commit wakes the worker, which waits this long and then decodes and publishes every "
+        "transaction committed meanwhile in one batch; 0 decodes each commit at once.",
+        &creek_batch_delay_ms, 5, 0, 1000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
     DefineCustomIntVariable(
         "creek.max_snapshots", "Snapshots that run at once; further ones wait their turn.",
         "Each running snapshot is a background worker (max_worker_processes).",

@@ -29,6 +29,7 @@ extern int creek_nats_connect_timeout_ms;
 extern int creek_nats_reconnect_wait_ms;
 extern int creek_max_snapshots;
 extern bool creek_snapshot_service;
+extern int creek_batch_delay_ms;
 }
 
 #define CREEK_MAX_SNAPSHOTS_RUNNING 32

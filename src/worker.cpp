@@ -613,11 +613,22 @@ static void stream_loop(CreekStream *st)
         long timeout = TimestampDifferenceExceeds(last_activity, now, 1000) ? 500 : 10;
         if (st->pub->in_flight() + st->pub->queued() > 0)
             timeout = Min(timeout, 50);
-        (void) WaitLatchOrSocket(MyLatch,
-                                 WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-                                 st->pub->wakeup_fd(), timeout, PG_WAIT_EXTENSION);
+        int rc = WaitLatchOrSocket(MyLatch,
+                                   WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+                                   st->pub->wakeup_fd(), timeout, PG_WAIT_EXTENSION);
         ResetLatch(MyLatch);
         st->pub->clear_wakeup();
+        // A commit woke the worker: let the commits that follow it gather for
+        // creek.batch_delay, then decode and publish them as one batch (one
+        // wake-up, one socket write, acknowledgements read together) instead
+        // of one round per commit. The latch is not watched meanwhile (every
+        // commit sets it); signals are handled at the top of the loop, at
+        // most batch_delay later.
+        if ((rc & WL_LATCH_SET) && creek_batch_delay_ms > 0 && ready) {
+            (void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, creek_batch_delay_ms,
+                             PG_WAIT_EXTENSION);
+            ResetLatch(MyLatch);
+        }
     }
 }
 

@@ -349,6 +349,48 @@ def test_interleaved_transactions_keep_commit_order(make_db):
     assert [db.decode(m).after["id"] for m in ta_only] == [e[2] for e in expected if e[1] == "ta"]
 
 
+def test_batch_delay_applies_at_reload(make_db):
+    """creek.batch_delay: a commit wakes the worker, which waits that long and
+    publishes everything committed meanwhile at once. Changing it takes effect
+    at reload without a worker restart, and nothing is lost either way."""
+    db = make_db("s_batch")
+    db.sql("CREATE TABLE t (id int PRIMARY KEY)")
+    db.add_table("t")
+    pid = db.stat()["pid"]
+
+    def lags(first_id, n):
+        # n commits, each alone: seconds from COMMIT to creek encoding it
+        for i in range(first_id, first_id + n):
+            db.sql("INSERT INTO t VALUES (%d)" % i)
+            time.sleep(0.6)
+        db.wait_wal_count(first_id + n - 1)
+        rows = db.rows()[first_id - 1:]
+        assert [r.after["id"] for r in rows] == list(range(first_id, first_id + n))
+        return [(r.body["sent_at"] - r.source["tx_at"]).total_seconds() for r in rows]
+
+    try:
+        db.pg.psql("ALTER SYSTEM SET creek.batch_delay = '400ms'; SELECT pg_reload_conf()")
+        wait_until(lambda: db.scalar("SELECT setting FROM pg_settings WHERE name = 'creek.batch_delay'") == "400",
+                   10, 0.1, "the reload")
+        time.sleep(1)   # the worker has read the reloaded file too
+        slow = lags(1, 5)
+        # (a commit right as the worker wakes for something else is sent at once)
+        assert sum(1 for x in slow if x >= 0.3) >= 4, slow
+        db.pg.psql("ALTER SYSTEM SET creek.batch_delay = 0; SELECT pg_reload_conf()")
+        time.sleep(1.5)
+        fast = lags(6, 5)
+        assert sum(1 for x in fast if x < 0.3) >= 4, fast
+        # a burst of commits within one delay is published, in order, as usual
+        db.pg.psql("ALTER SYSTEM RESET creek.batch_delay; SELECT pg_reload_conf()")
+        time.sleep(1)
+        db.sql("DO $$ BEGIN FOR i IN 11..210 LOOP INSERT INTO t VALUES (i); COMMIT; END LOOP; END $$")
+        db.wait_wal_count(210)
+        assert [r.after["id"] for r in db.rows()] == list(range(1, 211))
+        assert db.stat()["pid"] == pid, "a batch_delay change must not restart the worker"
+    finally:
+        db.pg.psql("ALTER SYSTEM RESET creek.batch_delay; SELECT pg_reload_conf()")
+
+
 # ---------------------------------------------------------------------------
 # 3. membership and subject escaping
 

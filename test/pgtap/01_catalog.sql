@@ -1,6 +1,6 @@
 -- creek's catalog objects: schema, tables, functions, view.
 BEGIN;
-SELECT plan(38);
+SELECT plan(39);
 
 SELECT has_extension('creek');
 SELECT has_schema('creek');
@@ -77,6 +77,7 @@ SELECT ok((SELECT 'creek.schemas'::regclass::oid = ANY (extconfig) FROM pg_exten
 -- settings are defined and the prefix is reserved
 SELECT is(current_setting('creek.namespace'), 'CREEK', 'creek.namespace defaults to CREEK');
 SELECT ok(current_setting('creek.max_in_flight')::int > 0, 'creek.max_in_flight is positive');
+SELECT is(current_setting('creek.batch_delay'), '5ms', 'creek.batch_delay defaults to 5ms');
 SELECT throws_ok($$SET creek.typo_setting = 1$$, '42602', NULL, 'unknown creek.* settings are refused');
 
 SELECT * FROM finish();
