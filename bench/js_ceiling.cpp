@@ -9,9 +9,16 @@
 //   g++ -O2 -std=c++17 -o js_ceiling bench/js_ceiling.cpp -lnats
 //   js_ceiling --url nats://127.0.0.1:4222 --subject CEIL.x --size 115 --count 200000
 //
+// --mode eventloop publishes the way creek's publisher does (src/publisher.cpp):
+// the connection on an event loop of its own (epoll, natsOptions_SetEventLoop,
+// SendAsap), plain publishes with a Nats-Msg-Id header and a reply subject,
+// and JetStream's answers read from one synchronous subscription: no nats.c
+// thread on the path of a message. The ceiling is the faster of the two modes.
+//
 // The stream must exist (bench/bench.py creates it with the configuration of
 // creek's own wal stream). Exit status 0 when every message was acknowledged.
 #include <nats/nats.h>
+#include <sys/epoll.h>
 
 #include <atomic>
 #include <chrono>
@@ -51,14 +58,135 @@ double now_s() {
 [[noreturn]] void usage() {
     std::fprintf(stderr,
                  "usage: js_ceiling --url URL --subject SUBJECT --size BYTES --count N\n"
-                 "                  [--max-pending 4096] [--ack-timeout-ms 5000] [--id-prefix 0/1A2B3C4D]\n");
+                 "                  [--max-pending 4096] [--ack-timeout-ms 5000] [--id-prefix 0/1A2B3C4D]\n"
+                 "                  [--mode async|eventloop]\n");
     std::exit(2);
+}
+
+// -- --mode eventloop ---------------------------------------------------
+struct Loop {
+    int ep = -1;
+    int fd = -1;
+    bool want_write = false;
+};
+
+void watch(Loop *l, int op) {
+    epoll_event ev{};
+    ev.events = uint32_t(EPOLLIN) | (l->want_write ? uint32_t(EPOLLOUT) : 0u);
+    ev.data.fd = l->fd;
+    epoll_ctl(l->ep, op, l->fd, &ev);
+}
+natsStatus ev_attach(void **user, void *loop, natsConnection *, natsSock sock) {
+    Loop *l = static_cast<Loop *>(loop);
+    *user = l;
+    l->fd = int(sock);
+    l->want_write = false;
+    watch(l, EPOLL_CTL_ADD);
+    return NATS_OK;
+}
+natsStatus ev_read(void *user, bool add) {
+    Loop *l = static_cast<Loop *>(user);
+    if (!add && l->fd >= 0) {
+        epoll_ctl(l->ep, EPOLL_CTL_DEL, l->fd, nullptr);
+        l->fd = -1;
+    }
+    return NATS_OK;
+}
+natsStatus ev_write(void *user, bool add) {
+    Loop *l = static_cast<Loop *>(user);
+    if (l->fd < 0 || l->want_write == add) return NATS_OK;
+    l->want_write = add;
+    watch(l, EPOLL_CTL_MOD);
+    return NATS_OK;
+}
+natsStatus ev_detach(void *user) { return ev_read(user, false); }
+
+int run_eventloop(const std::string &url, const std::string &subject, const std::vector<char> &payload,
+                  long size, long count, long max_pending, const std::string &id_prefix) {
+    Loop loop;
+    loop.ep = epoll_create1(EPOLL_CLOEXEC);
+    natsOptions *opts = nullptr;
+    natsConnection *nc = nullptr;
+    natsSubscription *sub = nullptr;
+    natsInbox *inbox = nullptr;
+    natsStatus s = natsOptions_Create(&opts);
+    if (s == NATS_OK) s = natsOptions_SetURL(opts, url.c_str());
+    if (s == NATS_OK) s = natsOptions_SetName(opts, "creek-bench-js-ceiling");
+    if (s == NATS_OK) s = natsOptions_SetTimeout(opts, 5000);
+    if (s == NATS_OK) s = natsOptions_SetEventLoop(opts, &loop, ev_attach, ev_read, ev_write, ev_detach);
+    if (s == NATS_OK) s = natsOptions_SetSendAsap(opts, true);
+    if (s == NATS_OK) s = natsOptions_SetIOBufSize(opts, 256 * 1024);
+    if (s == NATS_OK) s = natsConnection_Connect(&nc, opts);
+    if (s == NATS_OK) s = natsInbox_Create(&inbox);
+    std::string prefix = std::string(inbox ? inbox : "") + ".";
+    if (s == NATS_OK) s = natsConnection_SubscribeSync(&sub, nc, (prefix + "*").c_str());
+    if (s == NATS_OK) s = natsSubscription_SetPendingLimits(sub, -1, -1);
+    if (s != NATS_OK) {
+        std::fprintf(stderr, "js_ceiling: cannot connect to %s: %s\n", url.c_str(), natsStatus_GetText(s));
+        return 1;
+    }
+    long sent = 0, answered = 0, ok = 0, dup = 0, err = 0;
+    char id[96], reply[160];
+    const double t0 = now_s();
+    const double give_up = t0 + 600;  // bounded: never more than 10 minutes
+    while (answered < count && now_s() < give_up) {
+        while (sent < count && sent - answered < max_pending) {
+            std::snprintf(id, sizeof id, "%s/%ld", id_prefix.c_str(), sent);
+            std::snprintf(reply, sizeof reply, "%s%ld", prefix.c_str(), sent);
+            natsMsg *m = nullptr;
+            s = natsMsg_Create(&m, subject.c_str(), reply, payload.data(), int(size));
+            if (s == NATS_OK) s = natsMsgHeader_Set(m, "Nats-Msg-Id", id);
+            if (s == NATS_OK) s = natsConnection_PublishMsg(nc, m);
+            natsMsg_Destroy(m);
+            if (s != NATS_OK) {
+                std::fprintf(stderr, "js_ceiling: publish: %s\n", natsStatus_GetText(s));
+                return 1;
+            }
+            sent++;
+        }
+        epoll_event evs[2];
+        int n = epoll_wait(loop.ep, evs, 2, 100);
+        for (int i = 0; i < n; i++) {
+            if (evs[i].events & EPOLLOUT) natsConnection_ProcessWriteEvent(nc);
+            if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) natsConnection_ProcessReadEvent(nc);
+        }
+        for (;;) {
+            natsMsg *m = nullptr;
+            s = natsSubscription_NextMsg(&m, sub, 0);
+            if (s == NATS_TIMEOUT) break;
+            answered++;
+            if (s != NATS_OK) {
+                err++;
+                continue;
+            }
+            const char *d = natsMsg_GetData(m);
+            if (d == nullptr || std::strstr(d, "\"error\"") != nullptr) err++;
+            else {
+                ok++;
+                if (std::strstr(d, "\"duplicate\"") != nullptr) dup++;
+            }
+            natsMsg_Destroy(m);
+        }
+    }
+    const double dt = now_s() - t0;
+    std::printf("{\"mode\": \"eventloop\", \"count\": %ld, \"size\": %ld, \"max_pending\": %ld, "
+                "\"seconds\": %.6f, \"msgs_per_s\": %.1f, \"mb_per_s\": %.3f, \"acked\": %ld, "
+                "\"duplicates\": %ld, \"errors\": %ld, \"stalls\": 0, \"complete\": \"%s\"}\n",
+                count, size, max_pending, dt, ok / dt, double(ok) * double(size) / dt / 1e6, ok, dup, err,
+                answered == count ? "OK" : "incomplete");
+    std::fflush(stdout);
+    natsSubscription_Destroy(sub);
+    natsInbox_Destroy(inbox);
+    natsConnection_Destroy(nc);
+    natsOptions_Destroy(opts);
+    nats_CloseAndWait(5000);
+    return (ok == count && err == 0) ? 0 : 1;
 }
 
 }  // namespace
 
 int main(int argc, char **argv) {
-    std::string url = "nats://127.0.0.1:4222", subject, id_prefix = "0/1A2B3C4D";
+    std::string url = "nats://127.0.0.1:4222", subject, id_prefix = "0/1A2B3C4D", mode = "async";
     long size = -1, count = -1, max_pending = 4096, ack_timeout_ms = 5000;
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
@@ -71,15 +199,18 @@ int main(int argc, char **argv) {
         else if (a == "--max-pending") max_pending = std::atol(v);
         else if (a == "--ack-timeout-ms") ack_timeout_ms = std::atol(v);
         else if (a == "--id-prefix") id_prefix = v;
+        else if (a == "--mode") mode = v;
         else usage();
     }
     if (subject.empty() || size < 0 || count <= 0 || max_pending <= 0) usage();
+    if (mode != "async" && mode != "eventloop") usage();
 
     std::vector<char> payload(size_t(size) + 1);
     std::mt19937 rng(42);
     for (auto &b : payload) b = char(rng());
     payload[0] = char(0xC3);  // looks like a single-object payload; JetStream does not care
     if (size > 1) payload[1] = 0x01;
+    if (mode == "eventloop") return run_eventloop(url, subject, payload, size, count, max_pending, id_prefix);
 
     natsOptions *opts = nullptr;
     natsConnection *nc = nullptr;
@@ -146,7 +277,7 @@ int main(int argc, char **argv) {
     const double t1 = now_s();
     const double dt = t1 - t0;
     long ok = c.ok.load(), err = c.err.load() + local_errors;
-    std::printf("{\"count\": %ld, \"size\": %ld, \"max_pending\": %ld, \"seconds\": %.6f, "
+    std::printf("{\"mode\": \"async\", \"count\": %ld, \"size\": %ld, \"max_pending\": %ld, \"seconds\": %.6f, "
                 "\"msgs_per_s\": %.1f, \"mb_per_s\": %.3f, \"acked\": %ld, \"duplicates\": %ld, "
                 "\"errors\": %ld, \"stalls\": %ld, \"complete\": \"%s\"}\n",
                 count, size, max_pending, dt, ok / dt, double(ok) * double(size) / dt / 1e6, ok,

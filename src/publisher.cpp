@@ -7,24 +7,33 @@
 // throw and never call anything outside this file except the nats.c functions
 // they must call (natsMsgHeader_Get, natsMsg_Destroy, natsStatus_GetText).
 //
-// nats.c facts relied upon (nats.c 3.4.1, see js.c/conn.c):
-//  * the ack handler receives the original message and must destroy it;
-//  * with jsPubOptions.MaxWait every asynchronous publish is resolved exactly
-//    once by the ack handler (ack, error, or NATS_TIMEOUT from the js timer);
-//  * js_PublishMsgAsync keeps ownership of the message on failure (the pointer
-//    is only cleared on success) and returns NATS_TIMEOUT when it stalled on
-//    a full MaxPending window;
-//  * the reply subscription (and its delivery thread) is created by the first
-//    asynchronous publish of a jsCtx;
-//  * natsConnection_Request (used by js_AddStream) creates the response
-//    multiplexer subscription, also with a thread;
-//  * a connection's closed callback is the last callback it posts; pending
-//    callbacks keep the connection object alive, so a stale callback never sees
-//    the address of a newer connection.
+// How messages travel (no nats.c thread on the path of a message):
+//  * the connection runs on an external event loop (natsOptions_SetEventLoop)
+//    that this file provides: an epoll instance holding the connection's
+//    socket and the eventfd. nats.c then starts no read-loop thread, and with
+//    natsOptions_SetSendAsap no flusher thread either. The owner thread reads
+//    and writes the socket itself in pump() (natsConnection_ProcessReadEvent,
+//    ProcessWriteEvent), and waits on the epoll descriptor (wakeup_fd());
+//  * each message is a plain publish with the header Nats-Msg-Id and a reply
+//    subject "<inbox>.<position>.<send number>"; JetStream answers there, and
+//    the answers queue up in a synchronous subscription on "<inbox>.>" that
+//    pump() drains: an acknowledgement is matched to its message by the
+//    subject alone, and one meant for an earlier send of a message resent
+//    since is recognized by the send number and ignored;
+//  * an acknowledgement that does not come within ack_timeout_ms fails the
+//    message (it is resent, see Recovery);
+//  * calls that wait for a reply (stream management, flush) run while an
+//    IoPump thread (all signals blocked) drives the event loop; the owner is
+//    blocked in nats.c meanwhile, and the thread touches only nats.c.
+//
+// nats.c facts relied upon (nats.c 3.4.1, see conn.c/pub.c):
+//  * with an event loop, nats.c calls attach (from the thread that connected
+//    or reconnected) once the handshake is done, then never reads the socket
+//    itself; it calls the read callback with "remove" and closes the socket
+//    when the connection breaks, and detach when it is closed;
 //  * with natsOptions_SetReconnectBufSize(opts, 0) a publish made while the
 //    connection is reconnecting fails at once with NATS_INSUFFICIENT_BUFFER
-//    (pub.c: "natsBuf_Len(nc->pending) >= reconnectBufSize"), and
-//    js_PublishMsgAsync then leaves the message with the caller. The default
+//    (pub.c: "natsBuf_Len(nc->pending) >= reconnectBufSize"). The default
 //    (8 MB) would queue it and write it to the new connection right after the
 //    reconnect handshake, ahead of anything resent later. Bytes still in the
 //    write buffer when the old socket dies are dropped (_processOpError), so
@@ -33,10 +42,10 @@
 //    incremented under the connection lock as soon as the new socket exists,
 //    before any publish can be written to it: reading it after a publish
 //    tells whether that publish could have gone to a newer connection;
-//  * the disconnected/reconnected callbacks run later on the async-callback
-//    thread: they only wake the owner, they do not decide anything;
-//  * js_PublishAsyncGetPendingList takes every unresolved message back from
-//    the context; acks or timeouts that arrive for them afterwards are dropped;
+//  * subscriptions are sent again on a new connection by nats.c itself;
+//  * the disconnected/reconnected/closed callbacks run later on the
+//    async-callback thread: they only wake the owner, they do not decide
+//    anything; a connection's closed callback is the last one it posts;
 //  * a server processes one connection's messages in order (nats-server 2.9
 //    stores a client's JetStream message inline in the client's read loop).
 //
@@ -58,7 +67,9 @@
 #include <ctime>
 #include <new>
 #include <pthread.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <thread>
 #include <unistd.h>
 
 namespace creek {
@@ -134,18 +145,6 @@ struct CbState;
 std::vector<CbState *> *g_retired = new std::vector<CbState *>;
 void on_process_exit() { g_process_exiting.store(true); }
 
-// An acknowledgement (or failure) of one message, identified by the message
-// itself: on_ack hands it over instead of destroying it, so its address
-// cannot be reused before the owner has looked it up (the owner destroys it).
-struct AckRecord {
-    natsMsg *msg = nullptr;
-    bool ok = false;
-    bool duplicate = false;
-    int status = 0;      // natsStatus on failure
-    int err_code = 0;    // jsErrCode on failure
-    std::string text;    // error text on failure
-};
-
 // State shared with nats.c threads. Allocated separately from Impl so that it
 // can outlive the Publisher when nats.c threads might still be running (it is
 // then leaked on purpose: a few hundred bytes, once per Publisher).
@@ -154,8 +153,12 @@ struct CbState {
     bool dead = false;               // guarded by mu: the Publisher is gone
     int efd = -1;                    // guarded by mu once threads exist
     bool wake_pending = false;       // guarded by mu: efd written, not yet cleared
-    std::vector<AckRecord> acks;     // guarded by mu
-    uint64_t lost_acks = 0;          // guarded by mu (allocation failures)
+    // The event loop: an epoll instance with efd (tag kTagWake) and the
+    // connection's socket (tag kTagSocket) once nats.c attached it.
+    int epfd = -1;                   // set before any thread exists
+    std::mutex io_mu;                // guards sock and want_write (never held while calling nats.c)
+    int sock = -1;
+    bool want_write = false;
     std::string last_error;          // guarded by mu
     int64_t last_error_time_us = 0;  // guarded by mu
     uint64_t error_generation = 0;   // guarded by mu
@@ -196,34 +199,58 @@ struct CbState {
 
 // ---- nats.c callbacks (run on nats.c threads; must never throw) ----------
 
-void on_ack(jsCtx *, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure) {
-    CbState *st = static_cast<CbState *>(closure);
+// ---- the event loop callbacks (from whichever thread connects, publishes,
+// or breaks the connection; they never call nats.c) ----
+
+constexpr uint32_t kTagWake = 0;
+constexpr uint32_t kTagSocket = 1;
+
+void io_watch_locked(CbState *st, int op) {
+    epoll_event ev;
+    std::memset(&ev, 0, sizeof ev);
+    ev.events = uint32_t(EPOLLIN) | (st->want_write ? uint32_t(EPOLLOUT) : 0u);
+    ev.data.u32 = kTagSocket;
+    (void) epoll_ctl(st->epfd, op, st->sock, &ev);
+}
+
+natsStatus ev_attach(void **user, void *loop, natsConnection *, natsSock sock) {
+    CbState *st = static_cast<CbState *>(loop);
+    *user = st;
     {
-        std::lock_guard<std::mutex> g(st->mu);
-        if (!st->dead) {
-            try {
-                AckRecord r;
-                r.msg = msg;
-                if (pa != nullptr) {
-                    r.ok = true;
-                    r.duplicate = pa->Duplicate;
-                } else {
-                    r.ok = false;
-                    if (pae != nullptr) {
-                        r.status = int(pae->Err);
-                        r.err_code = int(pae->ErrCode);
-                        if (pae->ErrText) r.text = pae->ErrText;
-                    }
-                }
-                st->acks.push_back(std::move(r));
-                msg = nullptr;   // the owner destroys it
-            } catch (...) {
-                st->lost_acks++;  // the owner's local deadline resends it
-            }
-            st->wake_locked();
-        }
+        std::lock_guard<std::mutex> g(st->io_mu);
+        if (st->sock >= 0 && st->sock != int(sock)) (void) epoll_ctl(st->epfd, EPOLL_CTL_DEL, st->sock, nullptr);
+        bool known = st->sock == int(sock);
+        st->sock = int(sock);
+        st->want_write = false;
+        io_watch_locked(st, known ? EPOLL_CTL_MOD : EPOLL_CTL_ADD);
     }
-    if (msg != nullptr) natsMsg_Destroy(msg);
+    st->wake();
+    return NATS_OK;
+}
+
+natsStatus ev_read(void *user, bool add) {
+    CbState *st = static_cast<CbState *>(user);
+    std::lock_guard<std::mutex> g(st->io_mu);
+    if (!add && st->sock >= 0) {
+        // nats.c closes the socket next (the connection broke)
+        (void) epoll_ctl(st->epfd, EPOLL_CTL_DEL, st->sock, nullptr);
+        st->sock = -1;
+        st->want_write = false;
+    }
+    return NATS_OK;
+}
+
+natsStatus ev_write(void *user, bool add) {
+    CbState *st = static_cast<CbState *>(user);
+    std::lock_guard<std::mutex> g(st->io_mu);
+    if (st->sock < 0 || st->want_write == add) return NATS_OK;
+    st->want_write = add;
+    io_watch_locked(st, EPOLL_CTL_MOD);
+    return NATS_OK;
+}
+
+natsStatus ev_detach(void *user) {
+    return ev_read(user, false);
 }
 
 void on_disconnected(natsConnection *nc, void *closure) {
@@ -293,6 +320,126 @@ std::string last_nats_error(natsStatus s) {
     return e.empty() ? std::string(natsStatus_GetText(s)) : e;
 }
 
+// Reads and writes the connection's socket as far as the event loop reports
+// it ready, waiting up to timeout_ms. True when the socket was serviced.
+bool drive_io(CbState *st, natsConnection *nc, int timeout_ms) {
+    if (nc == nullptr || st->epfd < 0) return false;
+    epoll_event evs[2];
+    int n = epoll_wait(st->epfd, evs, 2, timeout_ms);
+    bool did = false;
+    for (int i = 0; i < n; i++) {
+        if (evs[i].data.u32 != kTagSocket) continue;
+        {
+            std::lock_guard<std::mutex> g(st->io_mu);
+            if (st->sock < 0) continue;   // stale: the socket broke meanwhile
+        }
+        if (evs[i].events & EPOLLOUT) natsConnection_ProcessWriteEvent(nc);
+        if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) natsConnection_ProcessReadEvent(nc);
+        did = true;
+    }
+    return did;
+}
+
+// Drives the event loop on a thread of its own (all signals blocked) while
+// the owner thread is blocked in a nats.c call that waits for a reply. The
+// thread calls nothing but nats.c's event functions.
+class IoPump {
+public:
+    IoPump(CbState *st, natsConnection *nc) : st_(st), nc_(nc) {
+        if (nc_ == nullptr) return;
+        SignalBlock sb;
+        try {
+            t_ = std::thread([this] {
+                while (!stop_.load()) {
+                    // (a pending wake-up of the owner keeps the epoll
+                    // descriptor readable: do not spin on it)
+                    if (!drive_io(st_, nc_, 10)) usleep(1000);
+                }
+            });
+        } catch (...) {
+            // no thread: the call times out, and the caller reports it
+        }
+    }
+    ~IoPump() {
+        stop_.store(true);
+        if (t_.joinable()) t_.join();
+    }
+    IoPump(const IoPump &) = delete;
+    IoPump &operator=(const IoPump &) = delete;
+
+private:
+    CbState *st_;
+    natsConnection *nc_;
+    std::atomic<bool> stop_{false};
+    std::thread t_;
+};
+
+// Reads "<inbox><position>.<send number>" (the reply subject of a message).
+bool parse_reply(const char *subj, size_t prefix_len, uint64_t *pos, uint64_t *no) {
+    if (subj == nullptr || std::strlen(subj) <= prefix_len) return false;
+    char *end = nullptr;
+    errno = 0;
+    unsigned long long p = std::strtoull(subj + prefix_len, &end, 10);
+    if (errno != 0 || end == nullptr || *end != '.') return false;
+    const char *rest = end + 1;
+    unsigned long long n = std::strtoull(rest, &end, 10);
+    if (errno != 0 || end == rest || *end != '\0') return false;
+    *pos = p;
+    *no = n;
+    return true;
+}
+
+// What JetStream answered to one publish: {"stream":..,"seq":..} (maybe with
+// "duplicate":true, also a success), {"error":{"code":..,"err_code":..,
+// "description":".."}}, or an empty message with status 503 (no stream takes
+// the subject).
+struct PubAnswer {
+    bool ok = false;
+    int status = 0;      // natsStatus on failure
+    int err_code = 0;    // JetStream error code on failure
+    std::string text;
+};
+
+PubAnswer parse_answer(natsMsg *m) {
+    PubAnswer a;
+    const char *d = natsMsg_GetData(m);
+    int len = natsMsg_GetDataLength(m);
+    if (d == nullptr || len <= 0) {
+        const char *st = nullptr;
+        a.status = int(NATS_ERR);
+        if (natsMsgHeader_Get(m, "Status", &st) == NATS_OK && st != nullptr && std::strncmp(st, "503", 3) == 0) {
+            a.status = int(NATS_NO_RESPONDERS);
+            a.text = "no responders: no stream takes the subject";
+        } else {
+            a.text = "empty answer from the server";
+        }
+        return a;
+    }
+    std::string body(d, size_t(len));
+    if (body.find("\"error\"") == std::string::npos) {
+        a.ok = body.find("\"seq\"") != std::string::npos;
+        if (!a.ok) {
+            a.status = int(NATS_ERR);
+            a.text = "unexpected answer: " + body.substr(0, 200);
+        }
+        return a;
+    }
+    a.status = int(NATS_ERR);
+    size_t k = body.find("\"err_code\"");
+    if (k != std::string::npos) {
+        k = body.find(':', k);
+        if (k != std::string::npos) a.err_code = std::atoi(body.c_str() + k + 1);
+    }
+    k = body.find("\"description\"");
+    if (k != std::string::npos) k = body.find('"', body.find(':', k) + 1);
+    if (k != std::string::npos) {
+        size_t e = body.find('"', k + 1);
+        a.text = body.substr(k + 1, e == std::string::npos ? std::string::npos : e - k - 1);
+    }
+    if (a.text.empty()) a.text = body.substr(0, 200);
+    return a;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -302,7 +449,7 @@ struct Publisher::Impl {
     struct Entry {
         std::string subject, id, data;
         std::string chunk;     // "k/n" for a part of a split message, else empty
-        natsMsg *sent = nullptr;   // while in flight: the message nats.c holds
+        uint64_t send_no = 0;      // while in flight: which send (its reply subject says)
         EntryState st = Queued;
         int64_t sent_ms = 0;
     };
@@ -312,7 +459,9 @@ struct Publisher::Impl {
 
     natsConnection *conn = nullptr;
     jsCtx *js = nullptr;
-    bool async_started = false;   // the first js_PublishMsgAsync on js done
+    natsSubscription *ack_sub = nullptr;   // "<inbox>.>": JetStream's answers
+    std::string inbox;                     // "<inbox>." (a new one per connection)
+    uint64_t sends = 0;                    // send numbers handed out
     bool ever_connected = false;  // nats.c threads may know cb
     bool streams_ok = false;
     uint64_t max_payload = 0;
@@ -327,8 +476,6 @@ struct Publisher::Impl {
     // entries[i] has position acked_through + 1 + i.
     std::deque<Entry> entries;
     std::deque<uint64_t> outgoing;          // positions to send, ascending
-    // the message handed to nats.c -> its position, while in flight
-    std::unordered_map<natsMsg *, uint64_t> inflight_ids;
     size_t inflight = 0;
     size_t failed_waiting = 0;              // Failed entries not yet requeued
     // Recovery: set by any failure; no new message goes out while it is set
@@ -348,7 +495,6 @@ struct Publisher::Impl {
     uint64_t msgs_published = 0;
     uint64_t bytes_published = 0;
 
-    std::vector<AckRecord> ack_batch;
 
     Entry &entry(uint64_t pos) { return entries[size_t(pos - acked - 1)]; }
 
@@ -365,6 +511,14 @@ struct Publisher::Impl {
     bool create_js();
     bool ensure_streams();
     bool subscribe_one(size_t i);
+    bool subscribe_acks();
+    void poll_io();
+    void close_epoll() {
+        std::lock_guard<std::mutex> g(cb->io_mu);
+        if (cb->epfd >= 0) ::close(cb->epfd);
+        cb->epfd = -1;
+        cb->sock = -1;
+    }
     void teardown(bool wait_closed);
     void fail_all_inflight();
     uint64_t conn_epoch();
@@ -447,6 +601,11 @@ bool Publisher::Impl::connect() {
     // No reconnect buffer: while reconnecting a publish fails at once instead
     // of being queued and sent ahead of the resends (see the top of this file).
     if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(opts, 0);
+    // The event loop is this file's (see the top): no read-loop or flusher
+    // thread; the owner reads and writes the socket in pump().
+    if (s == NATS_OK) s = natsOptions_SetEventLoop(opts, cb, ev_attach, ev_read, ev_write, ev_detach);
+    if (s == NATS_OK) s = natsOptions_SetSendAsap(opts, true);
+    if (s == NATS_OK) s = natsOptions_SetIOBufSize(opts, 256 * 1024);
     if (s == NATS_OK) s = natsOptions_SetErrorHandler(opts, on_async_error, cb);
     if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(opts, on_disconnected, cb);
     if (s == NATS_OK) s = natsOptions_SetReconnectedCB(opts, on_reconnected, cb);
@@ -482,6 +641,11 @@ bool Publisher::Impl::connect() {
             return false;
         }
     }
+    if (cb->epfd < 0) {
+        natsOptions_Destroy(opts);
+        set_error("could not set up the NATS connection: no event loop (epoll)");
+        return false;
+    }
     cb->state.store(int(NatsState::Disconnected));
     cb->closed_seen.store(false);
     ever_connected = true;  // even a failed attempt hands cb to nats.c
@@ -513,18 +677,40 @@ bool Publisher::Impl::create_js() {
     jsOptions o;
     jsOptions_Init(&o);
     o.Wait = std::max<int64_t>(cfg.connect_timeout_ms, 500);
-    o.PublishAsync.MaxPending = std::max(cfg.max_in_flight, 1);
-    o.PublishAsync.AckHandler = on_ack;
-    o.PublishAsync.AckHandlerClosure = cb;
-    o.PublishAsync.StallWait = 50;
     natsStatus s = natsConnection_JetStream(&js, conn, &o);
     if (s != NATS_OK) {
         js = nullptr;
         set_error("could not create the JetStream context: " + last_nats_error(s));
         return false;
     }
-    async_started = false;
     return true;
+}
+
+bool Publisher::Impl::subscribe_acks() {
+    if (ack_sub != nullptr) return true;
+    natsInbox *ib = nullptr;
+    natsStatus s = natsInbox_Create(&ib);
+    if (s == NATS_OK) {
+        inbox = std::string(ib) + ".";
+        natsInbox_Destroy(ib);
+        s = natsConnection_SubscribeSync(&ack_sub, conn, (inbox + ">").c_str());
+    }
+    // no limit: the in-flight window bounds the answers waiting
+    if (s == NATS_OK) s = natsSubscription_SetPendingLimits(ack_sub, -1, -1);
+    if (s != NATS_OK) {
+        if (ack_sub != nullptr) natsSubscription_Destroy(ack_sub);
+        ack_sub = nullptr;
+        set_error("could not subscribe to JetStream's acknowledgements: " + last_nats_error(s));
+        return false;
+    }
+    return true;
+}
+
+// The owner's turn of the event loop: everything the socket has to give and
+// take right now (bounded).
+void Publisher::Impl::poll_io() {
+    for (int i = 0; i < 64 && drive_io(cb, conn, 0); i++) {
+    }
 }
 
 bool Publisher::Impl::ensure_streams() {
@@ -551,6 +737,7 @@ bool Publisher::Impl::ensure_streams() {
         natsStatus s;
         {
             SignalBlock sb;  // the first request creates the resp-mux thread
+            IoPump io(cb, conn);
             s = js_AddStream(&si, js, &sc, &o, &jerr);
         }
         if (s != NATS_OK && int(jerr) == kJSStreamNameExistErr) {
@@ -559,6 +746,7 @@ bool Publisher::Impl::ensure_streams() {
             if (si != nullptr) jsStreamInfo_Destroy(si);
             si = nullptr;
             jsErrCode e2 = jsErrCode(0);
+            IoPump io(cb, conn);
             if (js_GetStreamInfo(&si, js, sc.Name, &o, &e2) != NATS_OK) si = nullptr;
             s = NATS_OK;
         }
@@ -594,6 +782,7 @@ bool Publisher::Impl::subscribe_one(size_t i) {
     }
     subs[i] = sub;
     // Make sure the server registered the interest before anyone relies on it.
+    IoPump io(cb, conn);
     natsConnection_FlushTimeout(conn, std::min<int64_t>(std::max<int64_t>(cfg.connect_timeout_ms, 100), 1000));
     return true;
 }
@@ -602,7 +791,6 @@ void Publisher::Impl::fail_all_inflight() {
     for (auto &e : entries) {
         if (e.st == InFlight) mark_failed(e);
     }
-    inflight_ids.clear();
     probe_pos = 0;
 }
 
@@ -615,17 +803,10 @@ uint64_t Publisher::Impl::conn_epoch() {
     return reconnects;
 }
 
-// Takes every unresolved message back from nats.c and marks it failed: the
-// connection it was written to is gone, so its ack (if any) will not come on
-// this one. A late ack for one of them is dropped by nats.c; one that was
-// already on its way to on_ack either matches nothing or the resent copy
-// (same message id, so the same stored message).
+// Marks every unresolved message failed: the connection it was written to is
+// gone, so its ack (if any) will not come on this one. A late answer for one
+// of them names an old send number and is ignored.
 void Publisher::Impl::reclaim_inflight(const char *why) {
-    if (js != nullptr) {
-        natsMsgList pending;
-        std::memset(&pending, 0, sizeof pending);
-        if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK) natsMsgList_Destroy(&pending);
-    }
     char buf[96];
     std::snprintf(buf, sizeof buf, "; resending %zu unacknowledged messages in position order", inflight);
     set_error(std::string(why) + buf);
@@ -670,6 +851,8 @@ void Publisher::Impl::teardown(bool wait_closed) {
         if (s != nullptr) natsSubscription_Destroy(s);
         s = nullptr;
     }
+    if (ack_sub != nullptr) natsSubscription_Destroy(ack_sub);
+    ack_sub = nullptr;
     if (js != nullptr) {
         jsCtx_Destroy(js);
         js = nullptr;
@@ -686,7 +869,6 @@ void Publisher::Impl::teardown(bool wait_closed) {
     cb->current.store(nullptr);
     cb->state.store(int(NatsState::Disconnected));
     conn_status = NATS_CONN_STATUS_DISCONNECTED;
-    async_started = false;
     streams_ok = false;
     fail_all_inflight();
 }
@@ -716,52 +898,58 @@ void Publisher::Impl::mark_failed(Entry &e) {
 }
 
 void Publisher::Impl::apply_acks() {
-    ack_batch.clear();
-    uint64_t lost = 0;
-    {
-        std::lock_guard<std::mutex> g(cb->mu);
-        ack_batch.swap(cb->acks);
-        lost = cb->lost_acks;
-        cb->lost_acks = 0;
-    }
-    if (lost > 0) {
-        char buf[128];
-        std::snprintf(buf, sizeof buf,
-                      "%llu JetStream acknowledgements were lost (out of memory); "
-                      "the messages will be resent", (unsigned long long) lost);
-        set_error(buf);
-    }
+    if (ack_sub == nullptr) return;
     size_t failures = 0;
     std::string first_failure;
     bool any_success = false;
-    for (auto &r : ack_batch) {
-        auto it = inflight_ids.find(r.msg);
-        if (it == inflight_ids.end()) continue;  // resolved already (local deadline, reclaimed)
-        uint64_t pos = it->second;
-        inflight_ids.erase(it);
-        if (pos <= acked || pos > last_pos) continue;
+    for (;;) {
+        natsMsg *m = nullptr;
+        natsStatus ns = natsSubscription_NextMsg(&m, ack_sub, 0);
+        if (ns == NATS_NO_RESPONDERS) {
+            // No stream takes a subject (nats.c swallows the 503 answer, so
+            // which message it was for is unknown): every message in flight
+            // is resent once ensure_ready() has created the streams again.
+            // Any of them stored meanwhile is recognized by its message id.
+            if (inflight > 0) {
+                if (failures++ == 0)
+                    first_failure = "publish failed: no responders: no stream takes the subject";
+                fail_all_inflight();
+            }
+            streams_ok = false;
+            continue;
+        }
+        if (ns != NATS_OK) break;   // NATS_TIMEOUT: none left
+        uint64_t pos = 0, no = 0;
+        bool mine = parse_reply(natsMsg_GetSubject(m), inbox.size(), &pos, &no) && pos > acked &&
+                    pos <= last_pos;
+        if (!mine || entry(pos).st != InFlight || entry(pos).send_no != no) {
+            natsMsg_Destroy(m);   // for an earlier send, resolved already
+            continue;
+        }
+        PubAnswer r;
+        try {
+            r = parse_answer(m);
+        } catch (...) {
+            natsMsg_Destroy(m);
+            throw;
+        }
+        natsMsg_Destroy(m);
         Entry &e = entry(pos);
-        if (e.st != InFlight) continue;
         if (r.ok) {
             mark_acked(e, pos);
             any_success = true;
-        } else {
-            if (failures++ == 0) {
-                char buf[96];
-                std::snprintf(buf, sizeof buf, " (status %d, JetStream error code %d)", r.status,
-                              r.err_code);
-                first_failure = "publish of message " + e.id + " to " + e.subject +
-                                " failed: " + (r.text.empty() ? std::string("unknown error") : r.text) +
-                                buf;
-            }
-            mark_failed(e);
-            if (r.err_code == kJSMessageTooLargeErr) too_large = true;
-            if (r.status == int(NATS_NO_RESPONDERS) || r.err_code == 10059 /* stream not found */)
-                streams_ok = false;   // let ensure_ready() (re)create the streams
+            continue;
         }
+        if (failures++ == 0) {
+            char buf[96];
+            std::snprintf(buf, sizeof buf, " (status %d, JetStream error code %d)", r.status, r.err_code);
+            first_failure = "publish of message " + e.id + " to " + e.subject + " failed: " + r.text + buf;
+        }
+        mark_failed(e);
+        if (r.err_code == kJSMessageTooLargeErr) too_large = true;
+        if (r.status == int(NATS_NO_RESPONDERS) || r.err_code == 10059 /* stream not found */)
+            streams_ok = false;   // let ensure_ready() (re)create the streams
     }
-    for (auto &r : ack_batch) natsMsg_Destroy(r.msg);   // handed over by on_ack
-    ack_batch.clear();
     if (any_success) backoff_ms = std::max<int64_t>(cfg.retry_backoff_min_ms, 0);
     if (failures > 0) {
         if (failures > 1) {
@@ -773,22 +961,25 @@ void Publisher::Impl::apply_acks() {
     }
 }
 
-// Safety net: every publish carries MaxWait, so nats.c resolves it; if an
-// acknowledgement got lost anyway (e.g. memory shortage in the callback),
-// give up on it well after the nats.c deadline and resend.
+// A message JetStream has not acknowledged within ack_timeout_ms fails (and
+// is resent, see Recovery): its answer was lost, or the server is stuck.
 void Publisher::Impl::check_local_deadlines(int64_t now) {
-    if (inflight == 0 || now - last_deadline_scan_ms < 1000) return;
+    int64_t limit = std::max<int64_t>(cfg.ack_timeout_ms, 1);
+    int64_t every = std::min<int64_t>(1000, std::max<int64_t>(limit / 4, 10));
+    if (inflight == 0 || now - last_deadline_scan_ms < every) return;
     last_deadline_scan_ms = now;
-    int64_t limit = 2 * std::max<int64_t>(cfg.ack_timeout_ms, 1) + 5000;
+    size_t failures = 0;
+    std::string first;
     for (size_t i = 0; i < entries.size(); i++) {
         Entry &e = entries[i];
         if (e.st != InFlight || now - e.sent_ms < limit) continue;
-        uint64_t pos = acked + 1 + i;
-        auto it = inflight_ids.find(e.sent);
-        if (it != inflight_ids.end() && it->second == pos) inflight_ids.erase(it);
-        set_error("no acknowledgement for message " + e.id + " to " + e.subject +
-                  " within the publish deadline; resending");
+        if (failures++ == 0) first = "no acknowledgement for message " + e.id + " to " + e.subject;
         mark_failed(e);
+    }
+    if (failures > 0) {
+        char buf[128];
+        std::snprintf(buf, sizeof buf, " within %lld ms (%zu messages); resending", (long long) limit, failures);
+        set_error(first + buf);
     }
 }
 
@@ -835,7 +1026,7 @@ void Publisher::Impl::requeue_failures(int64_t now) {
 }
 
 void Publisher::Impl::send(int64_t now) {
-    if (now < resend_after_ms || js == nullptr || !streams_ok || conn == nullptr || !connected() ||
+    if (now < resend_after_ms || ack_sub == nullptr || !streams_ok || conn == nullptr || !connected() ||
         conn_status != NATS_CONN_STATUS_CONNECTED)
         return;
     // Recovery, step 1: drain. Nothing goes out while an earlier message may
@@ -849,51 +1040,40 @@ void Publisher::Impl::send(int64_t now) {
     while (inflight < window && !outgoing.empty()) {
         uint64_t pos = outgoing.front();
         Entry &e = entry(pos);
+        uint64_t no = sends + 1;
+        char reply[160];
+        std::snprintf(reply, sizeof reply, "%s%llu.%llu", inbox.c_str(), (unsigned long long) pos,
+                      (unsigned long long) no);
         natsMsg *m = nullptr;
-        natsStatus s = natsMsg_Create(&m, e.subject.c_str(), nullptr, e.data.data(), int(e.data.size()));
+        natsStatus s = natsMsg_Create(&m, e.subject.c_str(), reply, e.data.data(), int(e.data.size()));
+        if (s == NATS_OK && !e.id.empty()) s = natsMsgHeader_Set(m, kMsgIdHeader, e.id.c_str());
         if (s == NATS_OK && !e.chunk.empty()) s = natsMsgHeader_Set(m, kChunkHeader, e.chunk.c_str());
-        if (s != NATS_OK && m != nullptr) {
-            natsMsg_Destroy(m);
-            m = nullptr;
-        }
+        if (s == NATS_OK) s = natsConnection_PublishMsg(conn, m);
+        if (m != nullptr) natsMsg_Destroy(m);
         if (s == NATS_OK) {
-            jsPubOptions po;
-            jsPubOptions_Init(&po);
-            po.MaxWait = std::max<int64_t>(cfg.ack_timeout_ms, 1);
-            if (!e.id.empty()) po.MsgId = e.id.c_str();
-            natsMsg *sent = m;   // js_PublishMsgAsync clears m once it owns it
-            {
-                SignalBlock sb(!async_started);  // first one creates the ack thread
-                s = js_PublishMsgAsync(js, &m, &po);
+            sends = no;
+            e.send_no = no;
+            e.st = InFlight;
+            e.sent_ms = now;
+            inflight++;
+            outgoing.pop_front();
+            if (recovering) probe_pos = pos;
+            // The reconnect counter moves before anything can be written
+            // to a new connection: unchanged now means this message went
+            // to the same connection as everything still in flight.
+            // Otherwise (a whole disconnect/reconnect between two
+            // iterations of this loop, which takes at least the reconnect
+            // handshake) it may have reached the new server ahead of
+            // earlier messages lost with the old connection: nothing can
+            // undo that, but stop at once and resend from the oldest.
+            if (conn_epoch() != send_epoch) {
+                set_error("the NATS connection was replaced while publishing message " + e.id +
+                          (inflight > 1 ? "; it may be stored ahead of earlier unacknowledged messages"
+                                        : ""));
+                recovering = true;
+                return;   // watch_connection() takes the in-flight messages back
             }
-            if (s == NATS_OK) {
-                async_started = true;
-                inflight_ids[sent] = pos;
-                e.sent = sent;
-                e.st = InFlight;
-                e.sent_ms = now;
-                inflight++;
-                outgoing.pop_front();
-                if (recovering) probe_pos = pos;
-                // The reconnect counter moves before anything can be written
-                // to a new connection: unchanged now means this message went
-                // to the same connection as everything still in flight.
-                // Otherwise (a whole disconnect/reconnect between two
-                // iterations of this loop, which takes at least the reconnect
-                // handshake) it may have reached the new server ahead of
-                // earlier messages lost with the old connection: nothing can
-                // undo that, but stop at once and resend from the oldest.
-                if (conn_epoch() != send_epoch) {
-                    set_error("the NATS connection was replaced while publishing message " + e.id +
-                              (inflight > 1 ? "; it may be stored ahead of earlier unacknowledged messages"
-                                            : ""));
-                    recovering = true;
-                    return;   // watch_connection() takes the in-flight messages back
-                }
-                continue;
-            }
-            natsMsg_Destroy(m);  // still ours on failure
-            if (s == NATS_TIMEOUT) return;  // stalled on a full window: not a failure
+            continue;
         }
         std::string why = last_nats_error(s);
         if (s == NATS_MAX_PAYLOAD) {
@@ -918,9 +1098,20 @@ Publisher::Publisher(PublisherConfig cfg) : impl_(new Impl) {
     impl_->cfg = std::move(cfg);
     impl_->backoff_ms = std::max<int64_t>(impl_->cfg.retry_backoff_min_ms, 0);
     impl_->cb = new CbState;
-    impl_->cb->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (impl_->cb->efd < 0)
-        impl_->cb->set_error("could not create the publisher's eventfd: ", std::strerror(errno));
+    CbState *cb = impl_->cb;
+    cb->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (cb->efd < 0)
+        cb->set_error("could not create the publisher's eventfd: ", std::strerror(errno));
+    cb->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (cb->epfd < 0) {
+        cb->set_error("could not create the publisher's epoll instance: ", std::strerror(errno));
+    } else if (cb->efd >= 0) {
+        epoll_event ev;
+        std::memset(&ev, 0, sizeof ev);
+        ev.events = EPOLLIN;
+        ev.data.u32 = kTagWake;
+        (void) epoll_ctl(cb->epfd, EPOLL_CTL_ADD, cb->efd, &ev);
+    }
     std::lock_guard<std::mutex> g(g_lib_mu);
     g_live_publishers++;
 }
@@ -933,6 +1124,7 @@ Publisher::~Publisher() {
         im->cb->dead = true;
         if (im->cb->efd >= 0) ::close(im->cb->efd);
         im->cb->efd = -1;
+        im->close_epoll();
         std::lock_guard<std::mutex> lg(g_lib_mu);
         try { g_retired->push_back(im->cb); } catch (...) {}
         im->cb = nullptr;  // left to the exiting process
@@ -957,12 +1149,10 @@ Publisher::~Publisher() {
         im->cb->dead = true;
         if (im->cb->efd >= 0) ::close(im->cb->efd);
         im->cb->efd = -1;
-        // (messages of unprocessed acknowledgements are left allocated: nats.c
-        // may be closed already)
-        std::vector<AckRecord>().swap(im->cb->acks);
+        im->close_epoll();
     }
-    // Without nats_CloseAndWait a nats.c thread (the ack subscription's
-    // delivery thread, mostly) may still be about to run a callback with this
+    // Without nats_CloseAndWait a nats.c thread (a reconnect thread, or the
+    // async-callback thread) may still be about to run a callback with this
     // CbState: keep it allocated (it is small) until the library is closed.
     std::lock_guard<std::mutex> g(g_lib_mu);
     if (threads_gone) {
@@ -988,6 +1178,7 @@ bool Publisher::ensure_ready() {
         if (!im->ensure_streams()) return false;
         im->streams_ok = true;
     }
+    if (!im->subscribe_acks()) return false;
     bool subs_ok = true;
     for (size_t i = 0; i < im->sub_subjects.size(); i++)
         if (!im->subscribe_one(i)) subs_ok = false;
@@ -996,7 +1187,7 @@ bool Publisher::ensure_ready() {
 }
 
 bool Publisher::ready() const {
-    return impl_->js != nullptr && impl_->streams_ok && impl_->connected();
+    return impl_->js != nullptr && impl_->ack_sub != nullptr && impl_->streams_ok && impl_->connected();
 }
 
 // The largest message sent whole; larger ones are split (0: no limit known).
@@ -1048,12 +1239,14 @@ bool Publisher::too_large() const { return impl_->too_large; }
 void Publisher::pump() {
     Impl *im = impl_.get();
     int64_t now = monotonic_ms();
+    im->poll_io();
     im->apply_acks();
     im->check_local_deadlines(now);
     im->watch_connection();
     im->advance();
     im->requeue_failures(now);
     im->send(now);
+    im->poll_io();   // write what send() queued
 }
 
 uint64_t Publisher::last_position() const { return impl_->last_pos; }
@@ -1065,9 +1258,10 @@ bool Publisher::has_room() const {
     return queued() + in_flight() < 2 * size_t(std::max(impl_->cfg.max_in_flight, 1));
 }
 
+// The epoll instance: readable when the eventfd is (an event for the owner)
+// or the connection's socket is ready (pump() services it).
 int Publisher::wakeup_fd() const {
-    std::lock_guard<std::mutex> g(impl_->cb->mu);
-    return impl_->cb->efd;
+    return impl_->cb->epfd;
 }
 
 void Publisher::clear_wakeup() {
@@ -1099,6 +1293,7 @@ bool Publisher::subscribe(const std::string &subject) {
 
 bool Publisher::next_request(ServiceRequest &req) {
     Impl *im = impl_.get();
+    im->poll_io();   // requests that reached the socket
     size_t n = im->subs.size();
     for (size_t k = 0; k < n; k++) {
         size_t i = (im->next_sub + k) % n;
@@ -1144,6 +1339,7 @@ bool Publisher::respond(const std::string &reply, const std::string &data) {
         im->set_error("could not respond on " + reply + ": " + last_nats_error(s));
         return false;
     }
+    im->poll_io();   // send it now
     return true;
 }
 
@@ -1161,6 +1357,7 @@ int64_t Publisher::stream_last_seq(const std::string &stream) {
     natsStatus s;
     {
         SignalBlock sb;
+        IoPump io(im->cb, im->conn);
         s = js_GetStreamInfo(&si, im->js, stream.c_str(), &o, &jerr);
     }
     if (s == NATS_NOT_FOUND || int(jerr) == 10059 /* stream not found */) return 0;
