@@ -1,9 +1,12 @@
 // publisher.hpp: asynchronous, ordered, at-least-once JetStream publishing.
 //
 // Plain C++ (no Postgres headers). Used from exactly one thread, the owner
-// (the streaming worker's main thread). nats.c calls back on its own threads;
-// those callbacks only touch the mutex-guarded/atomic state below and write to
-// an eventfd the owner can wait on. They never call into Postgres.
+// (the streaming worker's main thread), which also reads and writes the NATS
+// socket itself in pump(): the connection runs on the publisher's own event
+// loop, so no nats.c thread handles a message. nats.c still calls back on its
+// own threads for connection events (and a short-lived helper thread drives
+// the socket during calls that wait for a reply); those only touch the
+// mutex-guarded/atomic state and wake the owner. They never call into Postgres.
 //
 // Delivery contract:
 //  * enqueue() assigns each message a position (1, 2, 3, ...), in call order.
@@ -56,7 +59,7 @@ struct PublisherConfig {
     std::vector<std::pair<std::string, std::string>> streams;
     StreamSettings stream_settings;
     int max_in_flight = 1024;      // unacknowledged messages at once
-    int64_t ack_timeout_ms = 5000; // jsPubOptions.MaxWait
+    int64_t ack_timeout_ms = 5000; // an unanswered message fails after this (and is resent)
     int64_t connect_timeout_ms = 2000;
     int64_t reconnect_wait_max_ms = 2000;  // reconnect back-off: 250 ms doubling up to this
     int64_t retry_backoff_min_ms = 100;
@@ -122,8 +125,9 @@ public:
     // stop producing (and wait on wakeup_fd()) while this is false.
     bool has_room() const;
 
-    // A file descriptor (eventfd) that becomes readable when an ack or a
-    // connection event arrives. Call clear_wakeup() after waking.
+    // A file descriptor (an epoll instance) that becomes readable when the
+    // NATS socket has data or room for pump(), or a connection event arrived.
+    // Wait on it, then call clear_wakeup() and pump().
     int wakeup_fd() const;
     void clear_wakeup();
 
