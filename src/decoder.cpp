@@ -313,24 +313,7 @@ static void change_impl(CreekStream *st, Relation rel, ReorderBufferChange *chan
     RelationClose(target);
 }
 
-// Runs fn; a C++ exception becomes a Postgres ERROR after the catch block.
-#define CREEK_GUARD(stmt)                                                              \
-    do {                                                                               \
-        char creek_err_[256];                                                          \
-        bool creek_failed_ = false;                                                    \
-        try {                                                                          \
-            stmt;                                                                      \
-        } catch (const std::exception &e) {                                            \
-            creek_failed_ = true;                                                      \
-            strlcpy(creek_err_, e.what(), sizeof creek_err_);                          \
-        } catch (...) {                                                                \
-            creek_failed_ = true;                                                      \
-            strlcpy(creek_err_, "unknown C++ exception", sizeof creek_err_);           \
-        }                                                                              \
-        if (creek_failed_)                                                             \
-            ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),                           \
-                            errmsg("creek could not encode a change: %s", creek_err_))); \
-    } while (0)
+#define CREEK_GUARD(stmt) CREEK_CXX_GUARD(stmt, "creek could not encode a change")
 
 static void startup_cb(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
 {

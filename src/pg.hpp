@@ -7,8 +7,10 @@
 // a destructor alive in its own frame or in any frame between it and the
 // nearest PG_TRY/sigsetjmp (long-lived C++ state lives behind pointers owned
 // elsewhere). C++ exceptions are caught at every extern "C" entry point and
-// turned into ereport() after the catch block.
+// turned into ereport() after the catch block (CREEK_CXX_GUARD below).
 #pragma once
+
+#include <exception>
 
 extern "C" {
 #include "postgres.h"
@@ -87,6 +89,26 @@ extern "C" {
 #include "utils/uuid.h"
 #include "utils/wait_event.h"
 }
+
+// Runs stmt; a C++ exception becomes a Postgres ERROR ("<prefix>: <exception>")
+// raised after the catch block, so the longjmp crosses no C++ frame.
+// prefix is a string literal.
+#define CREEK_CXX_GUARD(stmt, prefix)                                                  \
+    do {                                                                               \
+        char creek_err_[256];                                                          \
+        bool creek_failed_ = false;                                                    \
+        try {                                                                          \
+            stmt;                                                                      \
+        } catch (const std::exception &e) {                                            \
+            creek_failed_ = true;                                                      \
+            strlcpy(creek_err_, e.what(), sizeof creek_err_);                          \
+        } catch (...) {                                                                \
+            creek_failed_ = true;                                                      \
+            strlcpy(creek_err_, "unknown C++ exception", sizeof creek_err_);           \
+        }                                                                              \
+        if (creek_failed_)                                                             \
+            ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg(prefix ": %s", creek_err_))); \
+    } while (0)
 
 // LSN_FORMAT_ARGS uses a C-only type check.
 #undef LSN_FORMAT_ARGS

@@ -39,23 +39,7 @@ extern "C" {
 PGDLLEXPORT void creek_snapshot_main(Datum arg);
 }
 
-#define SNAP_CXX(stmt, action)                                                            \
-    do {                                                                               \
-        char sc_err_[256];                                                             \
-        bool sc_failed_ = false;                                                       \
-        try {                                                                          \
-            stmt;                                                                      \
-        } catch (const std::exception &e) {                                            \
-            sc_failed_ = true;                                                         \
-            strlcpy(sc_err_, e.what(), sizeof sc_err_);                                \
-        } catch (...) {                                                                \
-            sc_failed_ = true;                                                         \
-            strlcpy(sc_err_, "unknown C++ exception", sizeof sc_err_);                 \
-        }                                                                              \
-        if (sc_failed_)                                                                \
-            ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),                           \
-                            errmsg("creek snapshot could not %s: %s", action, sc_err_)));  \
-    } while (0)
+#define SNAP_CXX(stmt, action) CREEK_CXX_GUARD(stmt, "creek snapshot could not " action)
 
 namespace {
 

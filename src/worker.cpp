@@ -62,23 +62,7 @@ static char *settings_fingerprint()
                     creek_nats_tls_cert_file, creek_nats_tls_key_file, creek_nats_tls_verify);
 }
 
-#define GUARDED(stmt, action)                                                            \
-    do {                                                                               \
-        char g_err_[256];                                                              \
-        bool g_failed_ = false;                                                        \
-        try {                                                                          \
-            stmt;                                                                      \
-        } catch (const std::exception &e) {                                            \
-            g_failed_ = true;                                                          \
-            strlcpy(g_err_, e.what(), sizeof g_err_);                                  \
-        } catch (...) {                                                                \
-            g_failed_ = true;                                                          \
-            strlcpy(g_err_, "unknown C++ exception", sizeof g_err_);                   \
-        }                                                                              \
-        if (g_failed_)                                                                 \
-            ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),                           \
-                            errmsg("creek could not %s: %s", action, g_err_)));          \
-    } while (0)
+#define GUARDED(stmt, action) CREEK_CXX_GUARD(stmt, "creek could not " action)
 
 /* ---------- plain C++ helpers (no Postgres calls) ---------- */
 
