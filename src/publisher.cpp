@@ -2,10 +2,9 @@
 // on top of nats.c (see publisher.hpp for the contract).
 //
 // Threads: every public method runs on the owner thread. nats.c invokes the
-// callbacks below on its own threads; they only touch CbState (a mutex, a few
-// atomics, a vector of acknowledgements) and write to the eventfd. They never
-// throw and never call anything outside this file except the nats.c functions
-// they must call (natsMsgHeader_Get, natsMsg_Destroy, natsStatus_GetText).
+// connection and event loop callbacks below on its own threads; they only
+// touch CbState (mutexes, a few atomics, the epoll registration) and write to
+// the eventfd. They never throw and never call into nats.c or Postgres.
 //
 // How messages travel (no nats.c thread on the path of a message):
 //  * the connection runs on an external event loop (natsOptions_SetEventLoop)
@@ -168,8 +167,8 @@ struct CbState {
     std::atomic<bool> closed_seen{false};
 
     // Caller holds mu.
-    // One write per wake-up, however many acknowledgements arrive before the
-    // owner clears it (a write is a system call, and may switch threads).
+    // One write per wake-up, however many events arrive before the owner
+    // clears it (a write is a system call, and may switch threads).
     void wake_locked() {
         if (dead || efd < 0 || wake_pending) return;
         wake_pending = true;
@@ -400,11 +399,18 @@ struct PubAnswer {
     std::string text;
 };
 
+// Where needle starts in the len bytes at d, or nullptr (no allocation: this
+// runs for every acknowledgement).
+const char *find(const char *d, size_t len, const char *needle) {
+    return static_cast<const char *>(memmem(d, len, needle, std::strlen(needle)));
+}
+
 PubAnswer parse_answer(natsMsg *m) {
     PubAnswer a;
     const char *d = natsMsg_GetData(m);
-    int len = natsMsg_GetDataLength(m);
-    if (d == nullptr || len <= 0) {
+    int n = natsMsg_GetDataLength(m);
+    size_t len = n > 0 ? size_t(n) : 0;
+    if (d == nullptr || len == 0) {
         const char *st = nullptr;
         a.status = int(NATS_ERR);
         if (natsMsgHeader_Get(m, "Status", &st) == NATS_OK && st != nullptr && std::strncmp(st, "503", 3) == 0) {
@@ -415,28 +421,27 @@ PubAnswer parse_answer(natsMsg *m) {
         }
         return a;
     }
-    std::string body(d, size_t(len));
-    if (body.find("\"error\"") == std::string::npos) {
-        a.ok = body.find("\"seq\"") != std::string::npos;
+    const char *end = d + len;
+    if (find(d, len, "\"error\"") == nullptr) {
+        a.ok = find(d, len, "\"seq\"") != nullptr;
         if (!a.ok) {
             a.status = int(NATS_ERR);
-            a.text = "unexpected answer: " + body.substr(0, 200);
+            a.text = "unexpected answer: " + std::string(d, std::min<size_t>(len, 200));
         }
         return a;
     }
     a.status = int(NATS_ERR);
-    size_t k = body.find("\"err_code\"");
-    if (k != std::string::npos) {
-        k = body.find(':', k);
-        if (k != std::string::npos) a.err_code = std::atoi(body.c_str() + k + 1);
+    if (const char *k = find(d, len, "\"err_code\"")) {
+        const char *colon = static_cast<const char *>(std::memchr(k, ':', size_t(end - k)));
+        if (colon != nullptr) a.err_code = int(std::strtol(colon + 1, nullptr, 10));
     }
-    k = body.find("\"description\"");
-    if (k != std::string::npos) k = body.find('"', body.find(':', k) + 1);
-    if (k != std::string::npos) {
-        size_t e = body.find('"', k + 1);
-        a.text = body.substr(k + 1, e == std::string::npos ? std::string::npos : e - k - 1);
+    if (const char *k = find(d, len, "\"description\"")) {
+        const char *colon = static_cast<const char *>(std::memchr(k, ':', size_t(end - k)));
+        const char *q = colon ? static_cast<const char *>(std::memchr(colon, '"', size_t(end - colon))) : nullptr;
+        const char *e = q ? static_cast<const char *>(std::memchr(q + 1, '"', size_t(end - q - 1))) : nullptr;
+        if (q != nullptr) a.text.assign(q + 1, e ? e : end);
     }
-    if (a.text.empty()) a.text = body.substr(0, 200);
+    if (a.text.empty()) a.text.assign(d, std::min<size_t>(len, 200));
     return a;
 }
 
