@@ -599,6 +599,7 @@ class Bench:
                 if cr is None or "error" in cr:
                     raise BenchError("cannot create stream %s: %r" % (CEIL_STREAM, cr))
                 audit = self.audit_start()
+                ncpu0 = proc_cpu_seconds(self.nats.pid)
                 out = self.run([self.args.js_ceiling, "--url", self.nats.url,
                                 "--subject", "%s.%s.wal.public.%s_big" % (CEIL_STREAM, DB, kind),
                                 "--size", str(self.sizes[kind]), "--count", str(n),
@@ -606,7 +607,9 @@ class Bench:
                                 "--id-prefix", "0/%X" % (0x1A2B3C4D + self.ceiling_runs)],
                                900, "js_ceiling")
                 j = json.loads(out.strip().splitlines()[-1])
+                ncpu1 = proc_cpu_seconds(self.nats.pid)
                 j["kind"] = kind
+                j["nats_cpu_s"] = None if ncpu0 is None or ncpu1 is None else ncpu1 - ncpu0
                 self.audit_stop(audit, "JetStream ceiling, %s, %s, MaxPending %d" % (kind, mode, mp))
                 log("JetStream ceiling, %s (%d B), %s, MaxPending %d: %.0f msgs/s (%.1f MB/s)"
                     % (kind, j["size"], mode, mp, j["msgs_per_s"], j["mb_per_s"]))
@@ -634,8 +637,8 @@ class Bench:
                 w["live"] = self.with_retries(lambda: self.run_live(w, self.alloc_ids(w["table"], rows)))
                 w["backlog"] = self.with_retries(lambda: self.run_backlog(w, self.alloc_ids(w["table"], rows)))
                 # creek's own rate, comparable with the ceilings (creek alone on the machine):
-                # one big transaction: from its commit (before it creek can only decode and
-                # spill); single-row transactions: draining a backlog written while creek
+                # one big transaction: from its commit (before it nothing may be published:
+                # creek decodes the streamed changes into its spool); single-row transactions: draining a backlog written while creek
                 # could not reach NATS (live, creek shares the CPU with the workload).
                 w["creek_rows_per_s"] = (w["live"]["rows_per_s_commit_to_ack"] if shape == "big"
                                          else w["backlog"]["rows_per_s"])
@@ -1067,7 +1070,24 @@ class Bench:
                     vals += [run["mem_hwm"] or 0, run["mem_peak_rss"] or 0]
         return max(vals) if vals else None
 
+    def collect_server_log(self):
+        """creek's warnings and notable log lines from the Postgres log, with their phase: a resend after
+        an ack timeout or a reconnect explains a slow figure. The backlog phases cut NATS on purpose."""
+        if self.pg is None:
+            return
+        rx = re.compile(r"^(\S+ \S+) \S+ \[\d+\] \S* ?(WARNING|LOG|ERROR|FATAL):\s+(.*)$")
+        keep = []
+        for line in self.pg.log().splitlines():
+            m = rx.match(line)
+            if not m or not (m.group(3).startswith("creek") or "signal" in m.group(3)) or \
+                    "replication slot" in m.group(3) or "to apply new settings" in m.group(3):
+                continue
+            keep.append({"at": m.group(1), "level": m.group(2), "text": m.group(3)[:300]})
+        self.r["server_log"] = keep[:200]
+        self.r["server_log_lines"] = len(keep)
+
     def write_outputs(self):
+        self.collect_server_log()
         os.makedirs(self.out, exist_ok=True)
         os.makedirs(os.path.dirname(os.path.abspath(self.report_path)), exist_ok=True)
         self.r["finished_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -1180,23 +1200,25 @@ plot "{dat}" using 1:($3*100):xtic(2) with boxes lc rgb "#4477aa", \\
             a("Timings (seconds) and CPU (seconds of CPU time used by the process during the interval):\n")
             a("| workload | live: insert | live: ack after commit | live: worker CPU | live: nats-server CPU | "
               "backlog: insert (no creek) | backlog: worker restart | backlog: drain | backlog: worker CPU | "
-              "backlog: nats-server CPU | test_decoding drain |")
-            a("|---|---|---|---|---|---|---|---|---|---|---|")
+              "backlog: nats-server CPU | backlog: nats-server CPU µs/msg | test_decoding drain |")
+            a("|---|---|---|---|---|---|---|---|---|---|---|---|")
             for w in r["workloads"]:
                 lv, bl = w["live"], w["backlog"]
-                a("| %s | %.2f | %.2f | %.1f | %.1f | %.2f | %.2f | %.2f | %.1f | %.1f | %.2f |" % (
+                a("| %s | %.2f | %.2f | %.1f | %.1f | %.2f | %.2f | %.2f | %.1f | %.1f | %.1f | %.2f |" % (
                     w["label"], lv["insert_s"], lv["ack_after_commit_s"], lv["worker_cpu_s"] or 0,
                     lv["nats_cpu_s"] or 0, bl["insert_s"], bl["worker_restart_s"], bl["drain_s"],
-                    bl["worker_cpu_s"] or 0, bl["nats_cpu_s"] or 0, bl["test_decoding_s"]))
+                    bl["worker_cpu_s"] or 0, bl["nats_cpu_s"] or 0, 1e6 * (bl["nats_cpu_s"] or 0) / w["rows"],
+                    bl["test_decoding_s"]))
             a("")
         if r.get("js_ceiling"):
             a("JetStream ceiling runs (js_ceiling, %d messages each, a new stream each time):\n" % self.cfg["ceiling_msgs"])
-            a("| message | bytes | publisher | MaxPending | msgs/s | MB/s | seconds |")
-            a("|---|---|---|---|---|---|---|")
+            a("| message | bytes | publisher | MaxPending | msgs/s | MB/s | seconds | nats-server CPU µs/msg |")
+            a("|---|---|---|---|---|---|---|---|")
             for j in r["js_ceiling"]:
-                a("| %s | %d | %s | %d | %.0f | %.1f | %.2f |" % (
+                a("| %s | %d | %s | %d | %.0f | %.1f | %.2f | %s |" % (
                     j["kind"], j["size"], j.get("mode", "async"), j["max_pending"], j["msgs_per_s"],
-                    j["mb_per_s"], j["seconds"]))
+                    j["mb_per_s"], j["seconds"],
+                    "%.1f" % (1e6 * j["nats_cpu_s"] / j["acked"]) if j.get("nats_cpu_s") and j.get("acked") else "-"))
             a("")
         if "latency" in r:
             l = r["latency"]
@@ -1264,8 +1286,8 @@ plot "{dat}" using 1:($3*100):xtic(2) with boxes lc rgb "#4477aa", \\
             a("`/proc/<pid>/status` of the `creek worker` backend, sampled every 20 ms during each one-transaction "
               "workload (live: from before the INSERT until acknowledged; backlog: the new worker, from its start "
               "until acknowledged, so its VmHWM is that drain's peak). RSS includes the shared memory the worker "
-              "touched; RssAnon is its private memory. `logical_decoding_work_mem` is %s (changes past it spill "
-              "to disk).\n" % r.get("logical_decoding_work_mem", "?"))
+              "touched; RssAnon is its private memory. `logical_decoding_work_mem` is %s (past it, Postgres streams "
+              "the transaction to creek, which keeps the encoded changes in its spool file until the commit).\n" % r.get("logical_decoding_work_mem", "?"))
             a("| workload | run | peak VmRSS | peak RssAnon | VmHWM at the end |")
             a("|---|---|---|---|---|")
             for w in mems:
@@ -1302,6 +1324,18 @@ plot "{dat}" using 1:($3*100):xtic(2) with boxes lc rgb "#4477aa", \\
                     "**" if x["others_pct"] > OTHERS_WARN else "", x["others_pct"],
                     "**" if x["others_pct"] > OTHERS_WARN else "",
                     ", ".join("%s %.0f%%" % y for y in x["others_top"]) or "-"))
+            a("")
+        if "server_log" in r:
+            a("## creek in the server log\n")
+            a("creek's WARNING, ERROR and LOG lines from the Postgres log during the run (%d lines; restarts to "
+              "apply a new `creek.nats_url` left out). The backlog runs point creek at a closed port on purpose, so \"cannot reach NATS\" and \"reached NATS again\" are "
+              "expected there; a resend after an acknowledgement timeout or an unexpected reconnect explains a "
+              "slow figure.\n" % r.get("server_log_lines", 0))
+            if r["server_log"]:
+                a("```")
+                for x in r["server_log"][:60]:
+                    a("%s %s: %s" % (x["at"], x["level"], x["text"]))
+                a("```")
             a("")
         a(self.method_text(env))
         a("## Environment\n")
@@ -1348,7 +1382,8 @@ plot "{dat}" using 1:($3*100):xtic(2) with boxes lc rgb "#4477aa", \\
 - **Decoding ceiling**: a `test_decoding` slot created before each backlog workload, drained with
   `pg_logical_slot_get_changes(..., 'skip-empty-xacts', '1')` after creek has acknowledged the
   workload (they do not share the CPU); rows / drain time. Same WAL as creek's backlog drain, same
-  `logical_decoding_work_mem` (big transactions spill to disk in both).
+  `logical_decoding_work_mem` (past it, test_decoding's reorder buffer spills big transactions to
+  disk and reads them back at the commit; creek's are streamed to it and spooled, already encoded).
 - **Latency**: pgbench `-R` (Poisson arrivals) with single-row inserts. For each message: the time
   JetStream stored it (nanoseconds, from the reply subject of a pull consumer,
   `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<time>.<pending>`) minus `source.tx_at`,
@@ -1387,6 +1422,9 @@ plot "{dat}" using 1:($3*100):xtic(2) with boxes lc rgb "#4477aa", \\
             lines.append("pgbench TPS: " + "  ".join("%s %.0f" % kv for kv in self.r["tps"].items()))
         for v in self.r.get("verdicts", []):
             lines.append("target %-4s %s: %s (%s)" % ("met" if v["met"] else "MISS", v["what"], v["value"], v["target"]))
+        odd = [x for x in self.r.get("server_log", []) if "resending" in x["text"] or x["level"] in ("ERROR", "FATAL")]
+        for x in odd[:10]:
+            lines.append("server log: %s %s: %s" % (x["at"], x["level"], x["text"][:160]))
         lines.append("report: %s" % self.report_path)
         print("\n".join(lines))
         sys.stdout.flush()

@@ -6,19 +6,23 @@
 // subject of an existing stream, and waits for every acknowledgement. It prints
 // one JSON line: messages per second from the first publish to the last ack.
 //
-//   g++ -O2 -std=c++17 -o js_ceiling bench/js_ceiling.cpp -lnats
+//   g++ -O2 -std=c++17 -Isrc -o js_ceiling bench/js_ceiling.cpp src/nats_msg.cpp -lnats -ldl
 //   js_ceiling --url nats://127.0.0.1:4222 --subject CEIL.x --size 115 --count 200000
 //
 // --mode eventloop publishes the way creek's publisher does (src/publisher.cpp):
 // the connection on an event loop of its own (epoll, natsOptions_SetEventLoop,
 // SendAsap), plain publishes with a Nats-Msg-Id header and a reply subject,
 // and JetStream's answers read from one synchronous subscription: no nats.c
-// thread on the path of a message. The ceiling is the faster of the two modes.
+// thread on the path of a message. Messages are built and freed with creek's
+// src/nats_msg.cpp (encoded header bytes, freed on the publishing thread).
+// The ceiling is the faster of the two modes.
 //
 // The stream must exist (bench/bench.py creates it with the configuration of
 // creek's own wal stream). Exit status 0 when every message was acknowledged.
 #include <nats/nats.h>
 #include <sys/epoll.h>
+
+#include "nats_msg.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -126,18 +130,19 @@ int run_eventloop(const std::string &url, const std::string &subject, const std:
         return 1;
     }
     long sent = 0, answered = 0, ok = 0, dup = 0, err = 0;
-    char id[96], reply[160];
+    char reply[160];
+    std::string id, scratch;
     const double t0 = now_s();
     const double give_up = t0 + 600;  // bounded: never more than 10 minutes
     while (answered < count && now_s() < give_up) {
         while (sent < count && sent - answered < max_pending) {
-            std::snprintf(id, sizeof id, "%s/%ld", id_prefix.c_str(), sent);
+            id = id_prefix + "/" + std::to_string(sent);
             std::snprintf(reply, sizeof reply, "%s%ld", prefix.c_str(), sent);
             natsMsg *m = nullptr;
-            s = natsMsg_Create(&m, subject.c_str(), reply, payload.data(), int(size));
-            if (s == NATS_OK) s = natsMsgHeader_Set(m, "Nats-Msg-Id", id);
+            s = creek::make_nats_msg(&m, subject.c_str(), reply, id, std::string(), payload.data(), size,
+                                     scratch);
             if (s == NATS_OK) s = natsConnection_PublishMsg(nc, m);
-            natsMsg_Destroy(m);
+            creek::free_nats_msg(m);
             if (s != NATS_OK) {
                 std::fprintf(stderr, "js_ceiling: publish: %s\n", natsStatus_GetText(s));
                 return 1;
@@ -165,7 +170,7 @@ int run_eventloop(const std::string &url, const std::string &subject, const std:
                 ok++;
                 if (std::strstr(d, "\"duplicate\"") != nullptr) dup++;
             }
-            natsMsg_Destroy(m);
+            creek::free_nats_msg(m);
         }
     }
     const double dt = now_s() - t0;

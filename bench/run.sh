@@ -40,7 +40,7 @@ fi
 
 build=$(mktemp -d /tmp/creek-bench-build.XXXXXX)
 trap 'rm -rf "$build"' EXIT
-g++ -O2 -std=c++17 -Wall -Wextra -o "$build/js_ceiling" bench/js_ceiling.cpp -lnats
+g++ -O2 -std=c++17 -Wall -Wextra -Isrc -o "$build/js_ceiling" bench/js_ceiling.cpp src/nats_msg.cpp -lnats -ldl
 
 # Bounded: the whole run is stopped (servers cleaned up on SIGTERM) after this.
 limit=2700

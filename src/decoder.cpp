@@ -157,27 +157,9 @@ static bool columns_differ(const CreekTable *t, const std::vector<int> &cols, Tu
     return false;
 }
 
-static void emit(CreekStream *st, CreekTable *t, int op, XLogRecPtr lsn, TupleDesc desc,
-                 HeapTuple before, HeapTuple after)
+// What a change's message holds after its envelope: the before and after rows.
+static void put_rows(creek::AvroWriter *w, CreekTable *t, TupleDesc desc, HeapTuple before, HeapTuple after)
 {
-    creek::AvroWriter *w = &st->writer;
-    char lsn_text[32], msg_id[64];
-    snprintf(lsn_text, sizeof lsn_text, "%X/%X", LSN_FORMAT_ARGS(lsn));
-    snprintf(msg_id, sizeof msg_id, "%s/%u", st->txn_commit_lsn_text, st->txn_index++);
-
-    w->clear();
-    w->put_raw(t->schema.header.data(), t->schema.header.size());
-    w->put_string(t->schema.fingerprint_b64);
-    w->put_string(st->producer_name);
-    w->put_long(st->txn_commit_unix_us);
-    w->put_string(st->db_name);
-    w->put_string(t->info.schema_name);
-    w->put_string(t->info.table_name);
-    w->put_long(st->txn_full_xid);
-    w->put_string(st->txn_commit_lsn_text, strlen(st->txn_commit_lsn_text));
-    w->put_string(lsn_text, strlen(lsn_text));
-    w->put_enum(op);
-    w->put_long(GetCurrentTimestamp() + kUnixToPgMicros);
     if (before) {
         w->put_union_branch(1);
         creek_encode_record(w, t->info, t->codecs, t->schema.before_cols, desc, before);
@@ -190,19 +172,136 @@ static void emit(CreekStream *st, CreekTable *t, int op, XLogRecPtr lsn, TupleDe
     } else {
         w->put_union_branch(0);
     }
+}
+
+static void count_change(CreekTableStat *stat, int op, size_t bytes, XLogRecPtr lsn, int64_t commit_unix_us)
+{
+    if (stat == nullptr)
+        return;
+    pg_atomic_uint64 *counter = op == OP_C ? &stat->inserts
+                                : op == OP_D ? &stat->deletes
+                                : op == OP_T ? &stat->truncates
+                                             : &stat->updates;
+    pg_atomic_fetch_add_u64(counter, 1);
+    pg_atomic_fetch_add_u64(&stat->bytes, bytes);
+    pg_atomic_write_u64(&stat->last_lsn, lsn);
+    pg_atomic_write_u64(&stat->last_change_at, (uint64) (commit_unix_us - kUnixToPgMicros));
+}
+
+// The fields of a message that follow its table's part (source.db, schema,
+// table): the transaction's, the change's, the time it is sent.
+static void put_txn_fields(CreekStream *st, creek::AvroWriter *w, XLogRecPtr lsn, int op)
+{
+    char lsn_text[32];
+    snprintf(lsn_text, sizeof lsn_text, "%X/%X", LSN_FORMAT_ARGS(lsn));
+    w->put_long(st->txn_full_xid);
+    w->put_string(st->txn_commit_lsn_text, strlen(st->txn_commit_lsn_text));
+    w->put_string(lsn_text, strlen(lsn_text));
+    w->put_enum(op);
+    w->put_long(GetCurrentTimestamp() + kUnixToPgMicros);
+}
+
+// A spooled change (a streamed transaction's, see spool.hpp): this header,
+// the subject, the message up to the commit time (schema header,
+// fingerprint, producer), the table's part (db, schema, table), the rows.
+// The commit time, commit LSN and message number are known at the commit.
+struct SpooledChange {
+    XLogRecPtr lsn;
+    Oid relid;
+    int32 op;
+    uint32 subject_len, head_len, table_len;
+};
+
+static void spool_change(CreekStream *st, CreekTable *t, int op, XLogRecPtr lsn, TupleDesc desc,
+                         HeapTuple before, HeapTuple after)
+{
+    creek::AvroWriter *w = &st->writer;
+    SpooledChange h;
+    memset(&h, 0, sizeof h);
+    w->clear();
+    w->put_raw(&h, sizeof h);
+    w->put_raw(t->wal_subject.data(), t->wal_subject.size());
+    size_t head0 = w->size();
+    w->put_raw(t->schema.header.data(), t->schema.header.size());
+    w->put_string(t->schema.fingerprint_b64);
+    w->put_string(st->producer_name);
+    size_t table0 = w->size();
+    w->put_string(st->db_name);
+    w->put_string(t->info.schema_name);
+    w->put_string(t->info.table_name);
+    size_t rows0 = w->size();
+    put_rows(w, t, desc, before, after);
+    h.lsn = lsn;
+    h.relid = t->relid;
+    h.op = op;
+    h.subject_len = uint32(head0 - sizeof h);
+    h.head_len = uint32(table0 - head0);
+    h.table_len = uint32(rows0 - table0);
+    memcpy(&w->data()[0], &h, sizeof h);
+    st->spool->add(w->data().data(), w->size());
+}
+
+static void emit(CreekStream *st, CreekTable *t, int op, XLogRecPtr lsn, TupleDesc desc,
+                 HeapTuple before, HeapTuple after)
+{
+    if (st->spool != nullptr) {
+        spool_change(st, t, op, lsn, desc, before, after);
+        return;
+    }
+    creek::AvroWriter *w = &st->writer;
+    char msg_id[64];
+    snprintf(msg_id, sizeof msg_id, "%s/%u", st->txn_commit_lsn_text, st->txn_index++);
+
+    w->clear();
+    w->put_raw(t->schema.header.data(), t->schema.header.size());
+    w->put_string(t->schema.fingerprint_b64);
+    w->put_string(st->producer_name);
+    w->put_long(st->txn_commit_unix_us);
+    w->put_string(st->db_name);
+    w->put_string(t->info.schema_name);
+    w->put_string(t->info.table_name);
+    put_txn_fields(st, w, lsn, op);
+    put_rows(w, t, desc, before, after);
     st->pub->enqueue(t->wal_subject, msg_id, w->data().data(), w->size());
     st->last_decoded_lsn = lsn;
-    if (t->stat != nullptr) {
-        pg_atomic_uint64 *counter = op == OP_C ? &t->stat->inserts
-                                    : op == OP_D ? &t->stat->deletes
-                                    : op == OP_T ? &t->stat->truncates
-                                                 : &t->stat->updates;
-        pg_atomic_fetch_add_u64(counter, 1);
-        pg_atomic_fetch_add_u64(&t->stat->bytes, w->size());
-        pg_atomic_write_u64(&t->stat->last_lsn, lsn);
-        pg_atomic_write_u64(&t->stat->last_change_at,
-                            (uint64) (st->txn_commit_unix_us - kUnixToPgMicros));
-    }
+    count_change(t->stat, op, w->size(), lsn, st->txn_commit_unix_us);
+}
+
+// Publishes the next change of the committing streamed transaction's spool;
+// false when none is left.
+static bool publish_spooled(CreekStream *st, creek::Spool *spool)
+{
+    const char *rec;
+    size_t len;
+    if (!spool->next(&rec, &len))
+        return false;
+    SpooledChange h;
+    if (len < sizeof h)
+        throw std::runtime_error("a spooled change is truncated");
+    memcpy(&h, rec, sizeof h);
+    const char *p = rec + sizeof h;
+    size_t parts = sizeof h + size_t(h.subject_len) + h.head_len + h.table_len;
+    if (parts > len)
+        throw std::runtime_error("a spooled change is truncated");
+    st->spool_subject.assign(p, h.subject_len);
+    p += h.subject_len;
+    creek::AvroWriter *w = &st->writer;
+    w->clear();
+    w->put_raw(p, h.head_len);
+    p += h.head_len;
+    w->put_long(st->txn_commit_unix_us);
+    w->put_raw(p, h.table_len);
+    p += h.table_len;
+    put_txn_fields(st, w, h.lsn, h.op);
+    w->put_raw(p, len - parts);
+    char msg_id[64];
+    snprintf(msg_id, sizeof msg_id, "%s/%u", st->txn_commit_lsn_text, st->txn_index++);
+    st->pub->enqueue(st->spool_subject, msg_id, w->data().data(), w->size());
+    st->last_decoded_lsn = h.lsn;
+    auto it = st->tables.find(h.relid);
+    if (it != st->tables.end())
+        count_change(it->second.stat, h.op, w->size(), h.lsn, st->txn_commit_unix_us);
+    return true;
 }
 
 // Partitioned tables. The reorder buffer hands over changes of the partition
@@ -330,9 +429,10 @@ static void startup_cb(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bo
 
 static void shutdown_cb(LogicalDecodingContext *ctx) {}
 
-static void begin_cb(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
+// The current transaction's fields of every message (begin, or the commit of
+// a streamed transaction).
+static void set_txn(CreekStream *st, ReorderBufferTXN *txn)
 {
-    CreekStream *st = static_cast<CreekStream *>(ctx->output_plugin_private);
     st->txn_commit_lsn = txn->final_lsn;
     st->txn_end_lsn = txn->end_lsn;
     st->txn_commit_unix_us = txn->xact_time.commit_time + kUnixToPgMicros;
@@ -345,6 +445,11 @@ static void begin_cb(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
     if (txn->xid > XidFromFullTransactionId(next))
         epoch--;
     st->txn_full_xid = ((int64) epoch << 32) | txn->xid;
+}
+
+static void begin_cb(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
+{
+    set_txn(static_cast<CreekStream *>(ctx->output_plugin_private), txn);
 }
 
 static void change_cb(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
@@ -478,6 +583,106 @@ static void commit_cb(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRe
     CREEK_GUARD(commit_impl(st, txn));
 }
 
+// Large transactions. When a transaction's changes outgrow
+// logical_decoding_work_mem, Postgres streams them before the commit, in
+// blocks (stream_start .. stream_stop), instead of spilling them to its own
+// files and reading them back at the commit. creek encodes each change at
+// once into the transaction's spool (spool.hpp) and publishes the spool at
+// the commit: the same messages, ids and order as for a transaction decoded
+// at its commit. An abort drops the spool, or cuts off an aborted
+// subtransaction's changes.
+static const char *const kSpoolDir = "base/pgsql_tmp";   // Postgres' own temporary files' directory
+
+static void open_spool(CreekStream *st, TransactionId xid)
+{
+    std::unique_ptr<creek::Spool> &sp = st->spools[xid];
+    if (!sp)
+        sp.reset(new creek::Spool(kSpoolDir));
+    st->spool = sp.get();
+}
+
+static void stream_start_cb(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
+{
+    CreekStream *st = static_cast<CreekStream *>(ctx->output_plugin_private);
+    (void) MakePGDirectory(kSpoolDir);   // exists already, except in a new cluster
+    CREEK_GUARD(open_spool(st, txn->xid));
+}
+
+static void stream_stop_cb(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
+{
+    CreekStream *st = static_cast<CreekStream *>(ctx->output_plugin_private);
+    creek::Spool *sp = st->spool;
+    st->spool = nullptr;
+    if (sp != nullptr)
+        CREEK_GUARD(sp->flush());
+}
+
+static void stream_change_cb(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
+                             ReorderBufferChange *change)
+{
+    CreekStream *st = static_cast<CreekStream *>(ctx->output_plugin_private);
+    if (st->spool == nullptr)
+        elog(ERROR, "creek received a streamed change outside a stream block");
+    // txn is the toplevel transaction; the change knows its subtransaction
+    if (change->txn != nullptr && change->txn->toptxn != nullptr)
+        CREEK_GUARD(st->spool->mark_subxact(change->txn->xid));
+    change_cb(ctx, txn, rel, change);   // emit() writes to st->spool
+}
+
+static void stream_truncate_cb(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, int nrelations,
+                               Relation relations[], ReorderBufferChange *change)
+{
+    CreekStream *st = static_cast<CreekStream *>(ctx->output_plugin_private);
+    if (st->spool == nullptr)
+        elog(ERROR, "creek received a streamed change outside a stream block");
+    // txn is the toplevel transaction; the change knows its subtransaction
+    if (change->txn != nullptr && change->txn->toptxn != nullptr)
+        CREEK_GUARD(st->spool->mark_subxact(change->txn->xid));
+    truncate_cb(ctx, txn, nrelations, relations, change);
+}
+
+static void abort_impl(CreekStream *st, ReorderBufferTXN *txn)
+{
+    if (txn->toptxn == nullptr) {
+        st->spools.erase(txn->xid);
+        return;
+    }
+    auto it = st->spools.find(txn->toptxn->xid);
+    if (it != st->spools.end())
+        it->second->abort_subxact(txn->xid);
+}
+
+static void stream_abort_cb(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr abort_lsn)
+{
+    CreekStream *st = static_cast<CreekStream *>(ctx->output_plugin_private);
+    CREEK_GUARD(abort_impl(st, txn));
+}
+
+static creek::Spool *committing_spool(CreekStream *st, TransactionId xid)
+{
+    auto it = st->spools.find(xid);
+    if (it == st->spools.end())
+        return nullptr;
+    it->second->rewind();
+    return it->second.get();
+}
+
+static void stream_commit_cb(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr commit_lsn)
+{
+    CreekStream *st = static_cast<CreekStream *>(ctx->output_plugin_private);
+    creek::Spool *sp = nullptr;
+    set_txn(st, txn);
+    CREEK_GUARD(sp = committing_spool(st, txn->xid));
+    bool more = sp != nullptr;
+    while (more) {
+        CREEK_GUARD(more = publish_spooled(st, sp));
+        if (more)
+            creek_wait_for_room();
+    }
+    CREEK_GUARD(st->spools.erase(txn->xid));
+    CREEK_GUARD(commit_impl(st, txn));
+}
+
 void _PG_output_plugin_init(OutputPluginCallbacks *cb)
 {
     cb->startup_cb = startup_cb;
@@ -486,6 +691,12 @@ void _PG_output_plugin_init(OutputPluginCallbacks *cb)
     cb->truncate_cb = truncate_cb;
     cb->commit_cb = commit_cb;
     cb->shutdown_cb = shutdown_cb;
+    cb->stream_start_cb = stream_start_cb;
+    cb->stream_stop_cb = stream_stop_cb;
+    cb->stream_change_cb = stream_change_cb;
+    cb->stream_truncate_cb = stream_truncate_cb;
+    cb->stream_abort_cb = stream_abort_cb;
+    cb->stream_commit_cb = stream_commit_cb;
 }
 
 // Relcache invalidation: the table's definition, or a partition's place in

@@ -54,6 +54,7 @@
 // resent in position order, the first one alone (a probe), and pipelining
 // resumes only once the probe is acknowledged.
 #include "publisher.hpp"
+#include "nats_msg.hpp"
 
 #include <nats/nats.h>
 
@@ -70,6 +71,7 @@
 #include <sys/eventfd.h>
 #include <thread>
 #include <unistd.h>
+#include <unordered_set>
 
 namespace creek {
 
@@ -85,8 +87,6 @@ const char *nats_state_name(NatsState s) {
 
 namespace {
 
-constexpr const char *kMsgIdHeader = "Nats-Msg-Id";
-constexpr const char *kChunkHeader = "Creek-Chunk";
 constexpr int kJSMessageTooLargeErr = 10054;  // JSStreamMessageExceedsMaximumErr
 constexpr int kJSStreamNameExistErr = 10058;  // JSStreamNameExistErr
 
@@ -452,7 +452,8 @@ PubAnswer parse_answer(natsMsg *m) {
 struct Publisher::Impl {
     enum EntryState : uint8_t { Queued, InFlight, Acked, Failed };
     struct Entry {
-        std::string subject, id, data;
+        const std::string *subject = nullptr;   // in subjects
+        std::string id, data;
         std::string chunk;     // "k/n" for a part of a split message, else empty
         uint64_t send_no = 0;      // while in flight: which send (its reply subject says)
         EntryState st = Queued;
@@ -480,6 +481,8 @@ struct Publisher::Impl {
     // Every message not yet covered by acked_through, in position order:
     // entries[i] has position acked_through + 1 + i.
     std::deque<Entry> entries;
+    std::unordered_set<std::string> subjects;   // every subject enqueued (one per table)
+    std::string scratch;                        // a message's header and payload (send())
     std::deque<uint64_t> outgoing;          // positions to send, ascending
     size_t inflight = 0;
     size_t failed_waiting = 0;              // Failed entries not yet requeued
@@ -885,7 +888,6 @@ void Publisher::Impl::mark_acked(Entry &e, uint64_t pos) {
     bytes_published += e.data.size();
     // never resent: release the memory now
     std::string().swap(e.data);
-    std::string().swap(e.subject);
     std::string().swap(e.id);
     if (recovering && probe_pos != 0 && pos == probe_pos) {
         // The first unacknowledged message is stored: everything before it is
@@ -928,17 +930,17 @@ void Publisher::Impl::apply_acks() {
         bool mine = parse_reply(natsMsg_GetSubject(m), inbox.size(), &pos, &no) && pos > acked &&
                     pos <= last_pos;
         if (!mine || entry(pos).st != InFlight || entry(pos).send_no != no) {
-            natsMsg_Destroy(m);   // for an earlier send, resolved already
+            free_nats_msg(m);   // for an earlier send, resolved already
             continue;
         }
         PubAnswer r;
         try {
             r = parse_answer(m);
         } catch (...) {
-            natsMsg_Destroy(m);
+            free_nats_msg(m);
             throw;
         }
-        natsMsg_Destroy(m);
+        free_nats_msg(m);
         Entry &e = entry(pos);
         if (r.ok) {
             mark_acked(e, pos);
@@ -948,7 +950,7 @@ void Publisher::Impl::apply_acks() {
         if (failures++ == 0) {
             char buf[96];
             std::snprintf(buf, sizeof buf, " (status %d, JetStream error code %d)", r.status, r.err_code);
-            first_failure = "publish of message " + e.id + " to " + e.subject + " failed: " + r.text + buf;
+            first_failure = "publish of message " + e.id + " to " + *e.subject + " failed: " + r.text + buf;
         }
         mark_failed(e);
         if (r.err_code == kJSMessageTooLargeErr) too_large = true;
@@ -978,7 +980,7 @@ void Publisher::Impl::check_local_deadlines(int64_t now) {
     for (size_t i = 0; i < entries.size(); i++) {
         Entry &e = entries[i];
         if (e.st != InFlight || now - e.sent_ms < limit) continue;
-        if (failures++ == 0) first = "no acknowledgement for message " + e.id + " to " + e.subject;
+        if (failures++ == 0) first = "no acknowledgement for message " + e.id + " to " + *e.subject;
         mark_failed(e);
     }
     if (failures > 0) {
@@ -1050,11 +1052,10 @@ void Publisher::Impl::send(int64_t now) {
         std::snprintf(reply, sizeof reply, "%s%llu.%llu", inbox.c_str(), (unsigned long long) pos,
                       (unsigned long long) no);
         natsMsg *m = nullptr;
-        natsStatus s = natsMsg_Create(&m, e.subject.c_str(), reply, e.data.data(), int(e.data.size()));
-        if (s == NATS_OK && !e.id.empty()) s = natsMsgHeader_Set(m, kMsgIdHeader, e.id.c_str());
-        if (s == NATS_OK && !e.chunk.empty()) s = natsMsgHeader_Set(m, kChunkHeader, e.chunk.c_str());
+        natsStatus s = make_nats_msg(&m, e.subject->c_str(), reply, e.id, e.chunk, e.data.data(),
+                                     e.data.size(), scratch);
         if (s == NATS_OK) s = natsConnection_PublishMsg(conn, m);
-        if (m != nullptr) natsMsg_Destroy(m);
+        free_nats_msg(m);
         if (s == NATS_OK) {
             sends = no;
             e.send_no = no;
@@ -1088,7 +1089,7 @@ void Publisher::Impl::send(int64_t now) {
                           e.data.size(), (unsigned long long) max_payload);
             why = std::string(natsStatus_GetText(s)) + buf;
         }
-        set_error("could not publish message " + e.id + " to " + e.subject + ": " + why);
+        set_error("could not publish message " + e.id + " to " + *e.subject + ": " + why);
         outgoing.pop_front();
         e.st = InFlight;   // mark_failed expects an in-flight entry
         inflight++;
@@ -1213,9 +1214,11 @@ uint64_t Publisher::enqueue(const std::string &subject, const std::string &msg_i
     size_t parts = (limit == 0 || len <= limit) ? 1 : (len + limit - 1) / limit;
     size_t added = 0;
     try {
+        auto it = im->subjects.find(subject);
+        const std::string *subj = it != im->subjects.end() ? &*it : &*im->subjects.insert(subject).first;
         for (size_t k = 1; k <= parts; k++) {
             Impl::Entry e;
-            e.subject = subject;
+            e.subject = subj;
             if (parts == 1) {
                 e.id = msg_id;
                 e.data.assign(bytes, len);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <deque>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -15,6 +16,7 @@
 #include "publisher.hpp"
 #include "schema.hpp"
 #include "shmem.hpp"
+#include "spool.hpp"
 #include "subjects.hpp"
 
 // The current schema of one published table.
@@ -89,6 +91,13 @@ struct CreekStream {
     int64_t txn_full_xid = 0;
     uint32_t txn_index = 0;
     char txn_commit_lsn_text[32] = {0};
+
+    // Large transactions streamed before their commit (decoder.cpp): each
+    // toplevel xid's encoded changes; spool is the one being written in the
+    // current stream block (nullptr outside: changes are published at once).
+    std::unordered_map<TransactionId, std::unique_ptr<creek::Spool>> spools;
+    creek::Spool *spool = nullptr;
+    std::string spool_subject;   // the subject of the spooled change being published
 
     std::deque<CreekPendingTxn> pending;
     XLogRecPtr last_decoded_lsn = InvalidXLogRecPtr;

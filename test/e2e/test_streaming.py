@@ -525,13 +525,23 @@ def test_unchanged_toast_and_replica_identity_full(make_db):
 # ---------------------------------------------------------------------------
 # 5. one large transaction
 
+SMALL_WORK_MEM = ("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET logical_decoding_work_mem = "
+                  "''64kB''', current_database()); END $$")
+
+
+def slot_stream_stats(db):
+    """pg_stat_replication_slots' (stream_txns, stream_bytes, spill_txns, spill_bytes) of db's slot."""
+    rows = db.pg.query("SELECT stream_txns, stream_bytes, spill_txns, spill_bytes FROM pg_stat_replication_slots "
+                       "WHERE slot_name = '%s'" % db.slot_name)
+    return tuple(int(v) for v in rows[0]) if rows else None
+
+
 def test_large_transaction(make_db):
     n = 100_000
     # a small logical_decoding_work_mem for the worker (it takes the
-    # database's settings): the reorder buffer spills the transaction to disk
-    db = make_db("s_large", before_extension=(
-        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET logical_decoding_work_mem = "
-        "''64kB''', current_database()); END $$"))
+    # database's settings): Postgres streams the transaction to creek before
+    # it commits, creek spools it (src/spool.cpp) and publishes it at commit
+    db = make_db("s_large", before_extension=SMALL_WORK_MEM)
     db.sql("CREATE TABLE big (id int PRIMARY KEY, v text)")
     db.add_table("big")
     db.sql("INSERT INTO big VALUES (0, 'before')")
@@ -558,18 +568,111 @@ def test_large_transaction(make_db):
     lsns = [lsn_int(r.source["lsn"]) for r in big_tx]
     assert lsns == sorted(lsns) and len(set(lsns)) == n
     assert rows[0].commit_lsn < big_tx[0].commit_lsn < rows[-1].commit_lsn
+    tx_at = {r.source["tx_at"] for r in big_tx}
+    assert len(tx_at) == 1
+    assert rows[0].source["tx_at"] <= min(tx_at) <= rows[-1].source["tx_at"]
     # the slot is confirmed past the transaction's end
     wait_until(lambda: lsn_int(db.slot()[3]) >= end, 30, 0.2,
                "confirmed_flush_lsn past %X/%X (slot %r)" % (end >> 32, end & 0xFFFFFFFF, db.slot()))
     st = db.stat()
     assert lsn_int(st["confirmed_lsn"]) >= end
-    # and the transaction really went through the reorder buffer's spill files
-    spill = wait_until(lambda: [r for r in db.pg.query(
-        "SELECT spill_txns, spill_count, spill_bytes FROM pg_stat_replication_slots "
-        "WHERE slot_name = '%s'" % db.slot_name) if int(r[2]) > 0], 10, 0.2, "spill statistics")
-    print("large transaction: spill_txns, spill_count, spill_bytes = %r" % (spill,))
+    # and the transaction was streamed to creek before its commit, not spilled
+    stats = wait_until(lambda: (lambda s: s if s and s[0] > 0 else None)(slot_stream_stats(db)), 10, 0.2,
+                       "stream statistics")
+    print("large transaction: stream_txns, stream_bytes, spill_txns, spill_bytes = %r" % (stats,))
+    assert stats[3] == 0, "the reorder buffer spilled %d bytes" % stats[3]
     assert int(st["messages_published"]) >= n + 2
     print("large transaction: %d rows published in %.1fs after commit" % (n, publish_s))
+
+
+def test_streamed_transaction_savepoints_ddl_and_aborts(make_db):
+    """A transaction streamed in many blocks before its commit: its
+    subtransactions rolled back after they were streamed, released ones, a
+    column added half way, updates of the key, deletes and a TRUNCATE, with
+    other transactions committing meanwhile and a streamed transaction
+    rolled back whole. What arrives is what a transaction decoded at its
+    commit gives: the committed changes, in order, numbered from 0."""
+    db = make_db("s_streamed", before_extension=SMALL_WORK_MEM)
+    db.sql("CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE u (id int PRIMARY KEY)")
+    db.add_table("t")
+    db.add_table("u")
+    fill = "INSERT INTO t SELECT g, repeat('x', 40) || g FROM generate_series(%d, %d) g"
+    expected = []   # (table, op, id)
+    with db.connect() as big, db.connect() as other, db.connect() as doomed:
+        big.query("BEGIN")
+        big.query(fill % (1, 3000))
+        expected += [("t", "c", i) for i in range(1, 3001)]
+        other.query("INSERT INTO u VALUES (1)")             # commits first
+        small = [("u", "c", 1)]
+        big.query("SAVEPOINT a")
+        big.query(fill % (10001, 13000))
+        big.query("SAVEPOINT a2")
+        big.query(fill % (14001, 15000))
+        big.query("ROLLBACK TO a")                          # both rolled back, after being streamed
+        doomed.query("BEGIN")
+        doomed.query(fill % (50001, 56000))                 # streamed, then rolled back whole
+        big.query("SAVEPOINT b")
+        big.query(fill % (20001, 22000))
+        big.query("RELEASE b")
+        expected += [("t", "c", i) for i in range(20001, 22001)]
+        doomed.query("ROLLBACK")
+        big.query("UPDATE t SET id = id + 100000 WHERE id <= 5")
+        expected += [("t", "u_pk", i + 100000) for i in range(1, 6)]
+        big.query("ALTER TABLE t ADD COLUMN w int DEFAULT 7")
+        big.query("INSERT INTO t SELECT g, 'w', g FROM generate_series(30001, 32000) g")
+        expected += [("t", "c", i) for i in range(30001, 32001)]
+        big.query("DELETE FROM t WHERE id BETWEEN 20001 AND 20010")
+        expected += [("t", "d", i) for i in range(20001, 20011)]
+        big.query("SAVEPOINT c")
+        big.query("TRUNCATE t")
+        big.query("ROLLBACK TO c")
+        big.query("TRUNCATE t")
+        expected += [("t", "t", None)]
+        big.query("INSERT INTO t VALUES (99999, 'last', 1)")
+        expected += [("t", "c", 99999)]
+        big.query("COMMIT")
+    db.sql("INSERT INTO u VALUES (2)")
+    expected = small + expected + [("u", "c", 2)]
+    db.wait_wal_count(len(expected), timeout=120)
+    rows = db.rows()
+    got = [(r.source["table"], r.op, (r.after or r.before or {}).get("id")) for r in rows]
+    assert len(got) == len(expected)
+    diff = [(i, a, b) for i, (a, b) in enumerate(zip(got, expected)) if a != b]
+    assert not diff, "first difference: %r" % (diff[0],)
+    assert_msg_ids(rows)
+    big_rows = rows[1:-1]
+    assert len({r.source["tx_id"] for r in big_rows}) == 1
+    # the column added half way: in the messages after it, with its value
+    assert all(r.after["w"] == r.after["id"] for r in big_rows if r.op == "c" and 30001 <= r.after["id"] <= 32000)
+    assert all("w" not in r.after for r in big_rows if r.op == "c" and r.after["id"] < 30001)
+    assert big_rows[-1].after == {"id": 99999, "v": "last", "w": 1}
+    stats = wait_until(lambda: (lambda s: s if s and s[0] >= 2 else None)(slot_stream_stats(db)), 10, 0.2,
+                       "stream statistics (both large transactions streamed)")
+    print("stream_txns, stream_bytes, spill_txns, spill_bytes = %r" % (stats,))
+
+
+def test_worker_killed_while_publishing_a_streamed_transaction(make_db):
+    """The worker killed half way through publishing a streamed transaction:
+    the new worker decodes (and streams) it again, and every message is on
+    the stream once (same ids, JetStream drops the duplicates)."""
+    n = 60_000
+    db = make_db("s_streamkill", before_extension=SMALL_WORK_MEM)
+    db.sql("CREATE TABLE k (id int PRIMARY KEY, v text)")
+    db.add_table("k")
+    old = db.stat()
+    db.sql("INSERT INTO k SELECT g, 'row ' || g FROM generate_series(1, %d) g" % n)
+    wait_until(lambda: db.wal_count() >= 2000, 60, 0.01, "the transaction partly published")
+    at_kill = db.wal_count()
+    assert db.scalar("SELECT pg_terminate_backend(pid) FROM creek.pg_stat_creek "
+                     "WHERE datname = current_database()") == "t"
+    wait_until(lambda: (lambda s: s if s and s["pid"] not in (None, "0", old["pid"]) and
+                        s["state"] == "streaming" else None)(db.stat()), 30, 0.1, "a new creek worker")
+    db.sql("INSERT INTO k VALUES (%d, 'after')" % (n + 1))
+    db.wait_wal_count(n + 1, timeout=120)
+    print("messages on the stream when the worker was killed: %d of %d" % (at_kill, n))
+    rows = db.rows()
+    assert [r.after["id"] for r in rows] == list(range(1, n + 2))
+    assert_msg_ids(rows)
 
 
 # ---------------------------------------------------------------------------
