@@ -27,7 +27,6 @@ Spool::Spool(const std::string &dir) {
         if (fd_ >= 0) ::unlink(name.data());
     }
     if (fd_ < 0) fail(("could not create a spool file in \"" + dir + "\"").c_str());
-    buf_.reserve(kBufSize);
 }
 
 Spool::~Spool() {
@@ -90,8 +89,12 @@ void Spool::abort_subxact(uint32_t xid) {
     file_size_ = off;
 }
 
+// The end of a stream block: the buffer's memory goes back too (many large
+// transactions may be open at once; one is written at a time).
 void Spool::flush() {
-    if (!reading_ && !buf_.empty()) write_out();
+    if (reading_) return;
+    if (!buf_.empty()) write_out();
+    std::string().swap(buf_);
 }
 
 void Spool::rewind() {

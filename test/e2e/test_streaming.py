@@ -651,6 +651,40 @@ def test_streamed_transaction_savepoints_ddl_and_aborts(make_db):
     print("stream_txns, stream_bytes, spill_txns, spill_bytes = %r" % (stats,))
 
 
+def test_streamed_transaction_with_toasted_values(make_db):
+    """TOASTed values (inserted, updated, left unchanged) in a transaction
+    streamed before its commit arrive whole, or as "unchanged"."""
+    db = make_db("s_streamtoast", before_extension=SMALL_WORK_MEM)
+    db.sql("CREATE TABLE d (id int PRIMARY KEY, n int, body text)")
+    db.sql("ALTER TABLE d ALTER COLUMN body SET STORAGE EXTERNAL")   # out of line, uncompressed
+    db.add_table("d")
+    body = "(SELECT string_agg(md5('a' || %s || '-' || g), '') FROM generate_series(1, 300) g)"   # 9.6 kB
+    with db.connect() as conn:
+        conn.query("BEGIN")
+        for i in range(1, 201):
+            conn.query("INSERT INTO d VALUES (%d, 0, %s)" % (i, body % i))
+        conn.query("UPDATE d SET n = 1 WHERE id <= 100")                     # body unchanged
+        conn.query("UPDATE d SET body = body || 'x' WHERE id > 190")          # body rewritten
+        conn.query("COMMIT")
+        first = {int(r[0]): r[1] for r in conn.query(
+            "SELECT i, %s FROM generate_series(1, 200) i" % (body % "i"))}
+    n = 200 + 100 + 10
+    db.wait_wal_count(n, timeout=60)
+    rows = db.rows()
+    assert len(rows) == n
+    assert_msg_ids(rows)
+    inserts, upd1, upd2 = rows[:200], rows[200:300], rows[300:]
+    assert [r.after["id"] for r in inserts] == list(range(1, 201))
+    assert all(r.op == "c" and r.after["body"] == first[r.after["id"]] for r in inserts)
+    assert len(first[1]) == 9600
+    assert all(r.op == "u" and r.after["n"] == 1 and r.after["body"] == {} for r in upd1), upd1[0].after
+    assert [r.after["id"] for r in upd2] == list(range(191, 201))
+    assert all(r.after["body"] == first[r.after["id"]] + "x" for r in upd2)
+    stats = slot_stream_stats(db)
+    print("stream_txns, stream_bytes, spill_txns, spill_bytes = %r" % (stats,))
+    assert stats[0] >= 1
+
+
 def test_worker_killed_while_publishing_a_streamed_transaction(make_db):
     """The worker killed half way through publishing a streamed transaction:
     the new worker decodes (and streams) it again, and every message is on
