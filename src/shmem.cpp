@@ -72,6 +72,8 @@ static void creek_shmem_startup()
             pg_atomic_init_u64(&e->last_acked_commit_time, 0);
             pg_atomic_init_u32(&e->reset_requested, 0);
             pg_atomic_init_u64(&e->stats_reset, 0);
+            pg_atomic_init_u64(&e->spooled_txns, 0);
+            pg_atomic_init_u64(&e->spooled_bytes, 0);
         }
     }
     LWLockRelease(AddinShmemInitLock);
@@ -149,6 +151,8 @@ CreekDbEntry *creek_claim_db(Oid dboid)
             pg_atomic_write_u64(&e->bytes, 0);
             pg_atomic_write_u64(&e->in_flight, 0);
             pg_atomic_write_u64(&e->last_acked_commit_time, 0);
+            pg_atomic_write_u64(&e->spooled_txns, 0);
+            pg_atomic_write_u64(&e->spooled_bytes, 0);
         }
     }
     SpinLockRelease(&creek_shared->mutex);
@@ -165,6 +169,8 @@ void creek_release_db(CreekDbEntry *e, bool forget)
     strlcpy(e->state, "restarting", sizeof(e->state));
     strlcpy(e->nats_state, "disconnected", sizeof(e->nats_state));
     pg_atomic_write_u64(&e->in_flight, 0);
+    pg_atomic_write_u64(&e->spooled_txns, 0);    // the spools end with the worker
+    pg_atomic_write_u64(&e->spooled_bytes, 0);
     if (forget)
         e->dboid = InvalidOid;
     SpinLockRelease(&e->mutex);

@@ -30,6 +30,8 @@ typedef struct CreekDbEntry {
     pg_atomic_uint64 last_acked_commit_time;  // TimestampTz, 0: none yet
     pg_atomic_uint32 reset_requested;  // creek.reset_stats(): the worker rebases its counters
     pg_atomic_uint64 stats_reset;      // TimestampTz of the last reset
+    pg_atomic_uint64 spooled_txns;     // large transactions streamed before their commit, not yet published
+    pg_atomic_uint64 spooled_bytes;    // their spool files' bytes
 } CreekDbEntry;
 
 // Per published table counters (creek.pg_stat_creek_tables). Written by the

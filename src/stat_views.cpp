@@ -25,8 +25,9 @@ extern "C" Datum creek_stat(PG_FUNCTION_ARGS)
         SpinLockRelease(&e->mutex);
         if (copy.dboid == InvalidOid)
             continue;
-        Datum values[16];
-        bool nulls[16] = {false};
+        // (a 0.2.0 install declares the first 16 columns: the rest is not stored)
+        Datum values[18];
+        bool nulls[18] = {false};
         char *datname = get_database_name(copy.dboid);
         values[0] = ObjectIdGetDatum(copy.dboid);
         if (datname)
@@ -61,6 +62,8 @@ extern "C" Datum creek_stat(PG_FUNCTION_ARGS)
         TimestampTz reset_at = (TimestampTz) pg_atomic_read_u64(&e->stats_reset);
         values[15] = TimestampTzGetDatum(reset_at);
         nulls[15] = reset_at == 0;
+        values[16] = Int64GetDatum((int64) pg_atomic_read_u64(&e->spooled_txns));
+        values[17] = Int64GetDatum((int64) pg_atomic_read_u64(&e->spooled_bytes));
         tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
     }
     return (Datum) 0;

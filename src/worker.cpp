@@ -189,6 +189,11 @@ static void update_status(CreekStream *st, const char *state)
     if (decoding_ctx)
         pg_atomic_write_u64(&e->last_decoded_lsn, decoding_ctx->reader->EndRecPtr);
     pg_atomic_write_u64(&e->confirmed_lsn, confirmed_lsn);
+    uint64 spooled = 0;
+    for (const auto &kv : st->spools)
+        spooled += kv.second->bytes();
+    pg_atomic_write_u64(&e->spooled_txns, st->spools.size());
+    pg_atomic_write_u64(&e->spooled_bytes, spooled);
     if (pg_atomic_exchange_u32(&e->reset_requested, 0) != 0) {  // creek.reset_stats()
         stats_base_messages = st->pub->messages_published();
         stats_base_bytes = st->pub->bytes_published();

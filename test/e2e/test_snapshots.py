@@ -316,8 +316,14 @@ def test_upgrade_from_0_1_0(pg, nats):
         pg.psql("CREATE TABLE t (id int PRIMARY KEY, v text, n bigint); INSERT INTO t VALUES (1, 'a', 1)", db=name)
         pg.psql("SELECT creek.add_table('t')", db=name)
         assert pg.scalar("SELECT count(*) FROM pg_proc WHERE proname = 'snapshot'", db=name) == "0"
-        pg.psql("ALTER EXTENSION creek UPDATE", db=name)
+        pg.psql("ALTER EXTENSION creek UPDATE TO '0.2.0'", db=name)
         assert pg.scalar("SELECT extversion FROM pg_extension WHERE extname = 'creek'", db=name) == "0.2.0"
+        # the 0.2.0 view over the current library: its 16 columns
+        assert pg.query("SELECT messages_in_flight, stats_reset FROM creek.pg_stat_creek", db=name)
+        pg.psql("ALTER EXTENSION creek UPDATE", db=name)
+        assert pg.scalar("SELECT extversion FROM pg_extension WHERE extname = 'creek'", db=name) == "0.3.0"
+        assert pg.query("SELECT spooled_transactions, spooled_bytes FROM creek.pg_stat_creek "
+                        "WHERE datname = current_database()", db=name) == [("0", "0")]
         db = CreekDb(pg, nats.url, name, create=False)
         assert db.scalar("SELECT count(*) FROM creek.tables") == "1"   # kept
         subject = db.scalar("SELECT creek.snapshot('t')")

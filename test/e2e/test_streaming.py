@@ -545,9 +545,16 @@ def test_large_transaction(make_db):
     db.sql("CREATE TABLE big (id int PRIMARY KEY, v text)")
     db.add_table("big")
     db.sql("INSERT INTO big VALUES (0, 'before')")
+    spooled = ("SELECT spooled_transactions, spooled_bytes FROM creek.pg_stat_creek "
+               "WHERE datname = current_database()")
     with db.connect() as conn:
         txid = int(conn.scalar("BEGIN; INSERT INTO big SELECT g, 'row ' || g "
                                "FROM generate_series(1, %d) g; SELECT txid_current()" % n))
+        # before the commit: spooled by the worker, nothing published
+        sp = wait_until(lambda: (lambda r: r if r and r[0][0] == "1" and int(r[0][1]) > 1000000 else None)(
+            db.query(spooled)), 30, 0.1, "the open transaction spooled")
+        print("spooled before the commit: %r" % (sp,))
+        assert db.wal_count() == 1
         conn.query("COMMIT")
         end = lsn_int(conn.scalar("SELECT pg_current_wal_lsn()"))
     db.sql("INSERT INTO big VALUES (%d, 'after')" % (n + 1))
@@ -576,6 +583,7 @@ def test_large_transaction(make_db):
                "confirmed_flush_lsn past %X/%X (slot %r)" % (end >> 32, end & 0xFFFFFFFF, db.slot()))
     st = db.stat()
     assert lsn_int(st["confirmed_lsn"]) >= end
+    wait_until(lambda: db.query(spooled) == [("0", "0")], 10, 0.1, "the spool gone after the commit")
     # and the transaction was streamed to creek before its commit, not spilled
     stats = wait_until(lambda: (lambda s: s if s and s[0] > 0 else None)(slot_stream_stats(db)), 10, 0.2,
                        "stream statistics")
