@@ -370,3 +370,37 @@ def test_permission_error_is_shown_and_recovers():
     finally:
         pg.cleanup()
         nats.cleanup()
+
+
+# ---------------------------------------------------------------------------
+# A large transaction that cannot be spooled
+
+def test_unwritable_spool_directory_is_shown_and_survived(pg, make_db):
+    """creek cannot create the spool of a large transaction (the temporary
+    files' directory is not writable): the error is in last_error, the worker
+    restarts and tries again, and once the directory is writable every row
+    is published, once and in order."""
+    db = make_db("f_spool", before_extension=(
+        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET logical_decoding_work_mem = "
+        "''64kB''', current_database()); END $$"))
+    db.sql("CREATE TABLE s (id int PRIMARY KEY, v text)")
+    db.add_table("s")
+    tmp = os.path.join(pg.data_dir, "base", "pgsql_tmp")
+    if not os.path.isdir(tmp):
+        os.mkdir(tmp, 0o700)
+        st = os.stat(pg.data_dir)
+        os.chown(tmp, st.st_uid, st.st_gid)
+    os.chmod(tmp, 0o500)
+    try:
+        db.sql("INSERT INTO s SELECT g, 'row ' || g FROM generate_series(1, 20000) g")
+        err = wait_error(db, "spool", timeout=60)
+        print("last_error: %s" % err)
+        assert "could not create a spool file" in err and "Permission denied" in err, err
+        assert db.wal_count() == 0
+    finally:
+        os.chmod(tmp, 0o700)
+    db.sql("INSERT INTO s VALUES (20001, 'after')")
+    db.wait_wal_count(20001, timeout=120)
+    rows = db.rows()
+    assert [r.after["id"] for r in rows] == list(range(1, 20002))
+    assert_msg_ids(rows)
