@@ -617,34 +617,41 @@ static void stream_stop_cb(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
         CREEK_GUARD(sp->flush());
 }
 
-static void stream_change_cb(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
-                             ReorderBufferChange *change)
+// Before a streamed change goes to the ordinary callbacks (whose emit()
+// writes to st->spool): note where its subtransaction's changes begin. The
+// callbacks' txn is the toplevel transaction; the change knows its own.
+static void before_streamed_change(LogicalDecodingContext *ctx, ReorderBufferChange *change)
 {
     CreekStream *st = static_cast<CreekStream *>(ctx->output_plugin_private);
     if (st->spool == nullptr)
         elog(ERROR, "creek received a streamed change outside a stream block");
-    // txn is the toplevel transaction; the change knows its subtransaction
     if (change->txn != nullptr && change->txn->toptxn != nullptr)
         CREEK_GUARD(st->spool->mark_subxact(change->txn->xid));
-    change_cb(ctx, txn, rel, change);   // emit() writes to st->spool
+}
+
+static void stream_change_cb(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
+                             ReorderBufferChange *change)
+{
+    before_streamed_change(ctx, change);
+    change_cb(ctx, txn, rel, change);
 }
 
 static void stream_truncate_cb(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, int nrelations,
                                Relation relations[], ReorderBufferChange *change)
 {
-    CreekStream *st = static_cast<CreekStream *>(ctx->output_plugin_private);
-    if (st->spool == nullptr)
-        elog(ERROR, "creek received a streamed change outside a stream block");
-    // txn is the toplevel transaction; the change knows its subtransaction
-    if (change->txn != nullptr && change->txn->toptxn != nullptr)
-        CREEK_GUARD(st->spool->mark_subxact(change->txn->xid));
+    before_streamed_change(ctx, change);
     truncate_cb(ctx, txn, nrelations, relations, change);
 }
 
 static void abort_impl(CreekStream *st, ReorderBufferTXN *txn)
 {
     if (txn->toptxn == nullptr) {
-        st->spools.erase(txn->xid);
+        auto it = st->spools.find(txn->xid);
+        if (it != st->spools.end()) {
+            if (st->spool == it->second.get())
+                st->spool = nullptr;   // (aborts come outside stream blocks; never left dangling)
+            st->spools.erase(it);
+        }
         return;
     }
     auto it = st->spools.find(txn->toptxn->xid);

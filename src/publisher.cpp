@@ -1206,7 +1206,7 @@ size_t Publisher::part_limit() const {
     return size_t(mp > kPartHeadroom + 1024 ? mp - kPartHeadroom : 1024);
 }
 
-uint64_t Publisher::enqueue(const std::string &subject, const std::string &msg_id,
+uint64_t Publisher::enqueue(const std::string &subject, std::string msg_id,
                             const void *data, size_t len) {
     Impl *im = impl_.get();
     const char *bytes = static_cast<const char *>(data);
@@ -1220,7 +1220,7 @@ uint64_t Publisher::enqueue(const std::string &subject, const std::string &msg_i
             Impl::Entry e;
             e.subject = subj;
             if (parts == 1) {
-                e.id = msg_id;
+                e.id = std::move(msg_id);
                 e.data.assign(bytes, len);
             } else {
                 std::string kn = std::to_string(k) + "/" + std::to_string(parts);
@@ -1326,10 +1326,10 @@ bool Publisher::next_request(ServiceRequest &req) {
             req.reply = reply ? reply : "";
             req.data.assign(data ? data : "", data ? size_t(len) : 0);
         } catch (...) {
-            natsMsg_Destroy(m);
+            free_nats_msg(m);
             throw;
         }
-        natsMsg_Destroy(m);
+        free_nats_msg(m);
         return true;
     }
     return false;

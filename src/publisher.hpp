@@ -99,7 +99,8 @@ public:
     // consumer concatenates the payloads of parts 1..n, in stream order, to
     // get the message; a part 1 starts a new message (an incomplete one before
     // it, left by a producer restart, is discarded).
-    uint64_t enqueue(const std::string &subject, const std::string &msg_id,
+    // (msg_id by value: a temporary id is moved into the queue, not copied)
+    uint64_t enqueue(const std::string &subject, std::string msg_id,
                      const void *data, size_t len);
     // Largest payload sent as one message: the server's max_payload (or the
     // streams' smaller max_msg_size) minus room for headers; 0 when unknown
