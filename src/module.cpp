@@ -38,24 +38,23 @@ static void creek_xact_callback(XactEvent event, void *arg)
 
 static ProcessUtility_hook_type prev_process_utility = nullptr;
 static void stop_worker_and_wait(Oid dboid);
+static void wait_for_slot_release(const char *name);
 
-// DROP DATABASE: the database's worker holds a connection and a slot, either
-// of which makes the drop fail. Ask it to drop its slot and exit first.
-static void stop_worker_of(const char *dbname)
+// DROP DATABASE: the database's worker holds a connection and its slot,
+// either of which makes the drop fail. Ask it to exit and wait until the slot
+// is free: DROP DATABASE drops it then, and keeps it if the drop fails (the
+// worker is started again, from the same position). Returns the database's
+// oid, or InvalidOid.
+static Oid stop_worker_of(const char *dbname)
 {
     Oid dboid = get_database_oid(dbname, true);
     if (!OidIsValid(dboid) || creek_shared == nullptr)
-        return;
+        return InvalidOid;
     stop_worker_and_wait(dboid);
-    // The worker leaves its slot to us: drop it, or DROP DATABASE fails.
     char name[NAMEDATALEN];
     creek_slot_name(dboid, name, sizeof name);
-    LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
-    bool exists = SearchNamedReplicationSlot(name, false) != nullptr;
-    LWLockRelease(ReplicationSlotControlLock);
-    if (exists)
-        ReplicationSlotDrop(name, false);
-    creek_forget_table_stats(dboid);
+    wait_for_slot_release(name);
+    return dboid;
 }
 
 static void stop_worker_and_wait(Oid dboid)
@@ -75,6 +74,28 @@ static void stop_worker_and_wait(Oid dboid)
         if (e == nullptr)
             return;
         (void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100,
+                         PG_WAIT_EXTENSION);
+        ResetLatch(MyLatch);
+        CHECK_FOR_INTERRUPTS();
+    }
+}
+
+// The exiting worker releases its slot a moment after its status entry.
+static void wait_for_slot_release(const char *name)
+{
+    for (int i = 0; i < 200; i++) {
+        int active_pid = 0;
+        LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+        ReplicationSlot *slot = SearchNamedReplicationSlot(name, false);
+        if (slot != nullptr) {
+            SpinLockAcquire(&slot->mutex);
+            active_pid = slot->active_pid;
+            SpinLockRelease(&slot->mutex);
+        }
+        LWLockRelease(ReplicationSlotControlLock);
+        if (active_pid == 0)
+            return;
+        (void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 50,
                          PG_WAIT_EXTENSION);
         ResetLatch(MyLatch);
         CHECK_FOR_INTERRUPTS();
@@ -105,18 +126,35 @@ static void creek_process_utility(PlannedStmt *pstmt, const char *query, bool re
 {
     Node *stmt = pstmt->utilityStmt;
     bool dropping_creek = false;
-    if (IsA(stmt, DropdbStmt))
-        stop_worker_of(((DropdbStmt *) stmt)->dbname);
+    const Oid dropping_db = IsA(stmt, DropdbStmt) ? stop_worker_of(((DropdbStmt *) stmt)->dbname)
+                                                  : InvalidOid;
     if (IsA(stmt, DropStmt) && ((DropStmt *) stmt)->removeType == OBJECT_EXTENSION) {
         ListCell *lc;
         foreach (lc, ((DropStmt *) stmt)->objects)
             if (strcmp(strVal(lfirst(lc)), "creek") == 0)
                 dropping_creek = true;
     }
-    if (prev_process_utility)
-        prev_process_utility(pstmt, query, read_only_tree, context, params, env, dest, qc);
-    else
-        standard_ProcessUtility(pstmt, query, read_only_tree, context, params, env, dest, qc);
+    PG_TRY();
+    {
+        if (prev_process_utility)
+            prev_process_utility(pstmt, query, read_only_tree, context, params, env, dest, qc);
+        else
+            standard_ProcessUtility(pstmt, query, read_only_tree, context, params, env, dest, qc);
+    }
+    PG_CATCH();
+    {
+        // The database is still there (another session uses it, say): stream
+        // it again from its slot.
+        if (OidIsValid(dropping_db))
+            (void) creek_request_launch(dropping_db);
+        PG_RE_THROW();
+    }
+    PG_END_TRY();
+    if (OidIsValid(dropping_db)) {
+        creek_forget_db(dropping_db);
+        creek_mark_db_dropped(dropping_db);
+        creek_forget_table_stats(dropping_db);
+    }
     if (dropping_creek)
         request_extension_check(MyDatabaseId);
 }

@@ -177,6 +177,37 @@ void creek_release_db(CreekDbEntry *e, bool forget)
     SpinLockRelease(&creek_shared->mutex);
 }
 
+void creek_forget_db(Oid dboid)
+{
+    SpinLockAcquire(&creek_shared->mutex);
+    for (int i = 0; i < creek_shared->ndbs; i++) {
+        CreekDbEntry *e = &creek_shared->dbs[i];
+        SpinLockAcquire(&e->mutex);
+        if (!e->in_use && e->dboid == dboid)
+            e->dboid = InvalidOid;
+        SpinLockRelease(&e->mutex);
+    }
+    SpinLockRelease(&creek_shared->mutex);
+}
+
+void creek_mark_db_dropped(Oid dboid)
+{
+    SpinLockAcquire(&creek_shared->mutex);
+    creek_shared->dropped[creek_shared->ndropped++ % CREEK_MAX_DROPPED] = dboid;
+    SpinLockRelease(&creek_shared->mutex);
+}
+
+bool creek_db_dropped(Oid dboid)
+{
+    bool found = false;
+    SpinLockAcquire(&creek_shared->mutex);
+    int n = (int) Min(creek_shared->ndropped, (uint32) CREEK_MAX_DROPPED);
+    for (int i = 0; i < n && !found; i++)
+        found = creek_shared->dropped[i] == dboid;
+    SpinLockRelease(&creek_shared->mutex);
+    return found;
+}
+
 void creek_set_state(CreekDbEntry *e, const char *state)
 {
     SpinLockAcquire(&e->mutex);
@@ -270,6 +301,10 @@ bool creek_request_launch(Oid dboid)
         creek_shared->requests[creek_shared->nrequests++] = dboid;
         queued = true;
     }
+    // (a database created later with a dropped one's oid, after oid wraparound)
+    for (int i = 0; i < (int) Min(creek_shared->ndropped, (uint32) CREEK_MAX_DROPPED); i++)
+        if (creek_shared->dropped[i] == dboid)
+            creek_shared->dropped[i] = InvalidOid;
     latch = creek_shared->launcher_latch;
     SpinLockRelease(&creek_shared->mutex);
     if (latch)

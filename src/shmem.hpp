@@ -6,6 +6,7 @@
 
 #define CREEK_ERROR_LEN 512
 #define CREEK_MAX_REQUESTS 64
+#define CREEK_MAX_DROPPED 32
 
 typedef struct CreekDbEntry {
     slock_t mutex;              // protects the non-atomic fields
@@ -20,7 +21,7 @@ typedef struct CreekDbEntry {
     TimestampTz last_error_at;
     TimestampTz started_at;
     bool drop_requested;        // the extension is being dropped: check now
-    bool exit_requested;        // DROP DATABASE: drop the slot and exit
+    bool exit_requested;        // DROP DATABASE: exit (the slot is dropped with the database)
     // written by the owning worker only
     pg_atomic_uint64 last_decoded_lsn;
     pg_atomic_uint64 confirmed_lsn;
@@ -57,6 +58,8 @@ typedef struct CreekShared {
     Latch *launcher_latch;
     int nrequests;
     Oid requests[CREEK_MAX_REQUESTS];
+    uint32 ndropped;            // databases dropped since start (a ring of the last ones)
+    Oid dropped[CREEK_MAX_DROPPED];
     int ntables;
     CreekTableStat *tables;     // creek.max_tables entries, after dbs
     int nsnapshots;
@@ -80,6 +83,13 @@ CreekDbEntry *creek_claim_db(Oid dboid);
 // database and its last error, shown as "restarting" until a worker claims it.
 void creek_release_db(CreekDbEntry *e, bool forget);
 CreekDbEntry *creek_find_db(Oid dboid);
+// Clears a database's entry that no worker holds (the extension or the
+// database was dropped): creek.pg_stat_creek no longer shows it.
+void creek_forget_db(Oid dboid);
+// DROP DATABASE succeeded: a worker registered for it before (waiting to be
+// restarted by the postmaster) exits at start instead of failing to connect.
+void creek_mark_db_dropped(Oid dboid);
+bool creek_db_dropped(Oid dboid);
 
 void creek_set_state(CreekDbEntry *e, const char *state);
 void creek_set_nats_state(CreekDbEntry *e, const char *state);

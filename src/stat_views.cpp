@@ -29,12 +29,11 @@ extern "C" Datum creek_stat(PG_FUNCTION_ARGS)
         Datum values[18];
         bool nulls[18] = {false};
         char *datname = get_database_name(copy.dboid);
+        if (datname == nullptr && !copy.in_use)
+            continue;   // the entry of a dropped database that no worker holds
         values[0] = ObjectIdGetDatum(copy.dboid);
-        if (datname)
-            values[1] = CStringGetDatum(datname);
-        else
-            nulls[1] = true;
         values[1] = datname ? DirectFunctionCall1(namein, CStringGetDatum(datname)) : (Datum) 0;
+        nulls[1] = datname == nullptr;
         values[2] = Int32GetDatum(copy.pid);
         nulls[2] = copy.pid == 0;
         values[3] = CStringGetTextDatum(copy.state);

@@ -649,6 +649,10 @@ void creek_worker_main(Datum arg)
     pqsignal(SIGHUP, SignalHandlerForConfigReload);
     pqsignal(SIGTERM, die);
     BackgroundWorkerUnblockSignals();
+    // The postmaster restarts a failed worker even when its database has been
+    // dropped meanwhile: end quietly (exit code 0 unregisters the worker).
+    if (creek_shared != nullptr && creek_db_dropped(dboid))
+        proc_exit(0);
     BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
     pgstat_report_appname("creek worker");
 
@@ -675,6 +679,9 @@ void creek_worker_main(Datum arg)
             if (creek_shared != nullptr)
                 creek_forget_table_stats(dboid);
         }
+        // (the entry a restarting predecessor left, shown as "restarting")
+        if (creek_shared != nullptr)
+            creek_forget_db(dboid);
         proc_exit(0);
     }
     if (creek_shared == nullptr)

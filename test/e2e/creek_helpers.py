@@ -288,6 +288,17 @@ class CreekDb:
                 "messages_in_flight", "last_error", "last_error_at", "started_at")
         return dict(zip(keys, rows[0]))
 
+    def caught_up(self):
+        """Everything committed so far is acknowledged by JetStream."""
+        return self.scalar("SELECT messages_in_flight = 0 AND confirmed_lsn >= pg_current_wal_lsn() "
+                           "FROM creek.pg_stat_creek WHERE datname = current_database()") == "t"
+
+    def wait_caught_up(self, timeout=60):
+        return wait_until(self.caught_up, timeout, 0.2, lambda: (
+            "the change stream of %s caught up (WAL at %s; worker: %r; last creek log lines: %s)"
+            % (self.name, _safe(lambda: self.scalar("SELECT pg_current_wal_lsn()")), _safe(self.stat),
+               [l for l in self.pg.log().splitlines() if "creek" in l][-10:])))
+
     def wait_streaming(self, timeout=15):
         def ok():
             s = self.stat()

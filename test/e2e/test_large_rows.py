@@ -43,8 +43,7 @@ def test_big_row_is_split_and_reassembled(small_pg, small_nats):
     db.sql("UPDATE t SET body = %s WHERE id = 1" % big_text("b", 200))
     db.sql("INSERT INTO t VALUES (3, 'after')")
     want = dict(db.query("SELECT id, body FROM t"))
-    wait_until(lambda: db.scalar("SELECT messages_in_flight = 0 AND confirmed_lsn >= pg_current_wal_lsn() "
-                                 "FROM creek.pg_stat_creek") == "t", 30, 0.2, "everything acknowledged")
+    db.wait_caught_up(30)
     raw = read_stream(db.client, db.wal_stream)
     parts = [m for m in raw if m.headers.get("Creek-Chunk")]
     assert len(parts) >= 5 + 4, [m.headers for m in raw]
@@ -77,8 +76,7 @@ def test_limit_going_down_restarts_and_resplits(small_pg, small_nats):
     small_pg.wait_log("creek worker restarting: NATS refused a message as too large", 30, since)
     wait_until(lambda: db.stat()["pid"] != pid and db.stat()["state"] == "streaming", 60, 0.3,
                "a new worker")
-    wait_until(lambda: db.scalar("SELECT messages_in_flight = 0 AND confirmed_lsn >= pg_current_wal_lsn() "
-                                 "FROM creek.pg_stat_creek") == "t", 60, 0.3, "everything acknowledged")
+    db.wait_caught_up(60)
     rows = db.rows()
     assert [(r.op, r.after["id"]) for r in rows] == [("c", 1), ("c", 2)]
     assert rows[1].after["body"] == db.scalar("SELECT body FROM t WHERE id = 2")

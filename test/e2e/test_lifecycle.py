@@ -9,7 +9,7 @@ import pytest
 
 from creek_helpers import CreekDb, PgError, unique_db_name
 from helpers import wait_until
-from servers import NatsServer, PgCluster, quote_ident
+from servers import NatsServer, PgCluster, PsqlError, quote_ident
 
 PLUGIN_ERROR = "the creek output plugin can only be used by creek's streaming worker"
 
@@ -234,3 +234,51 @@ def test_idle_database_slot_moves_forward(pg, nats, make_db):
     lag = int(pg.scalar("SELECT lag_bytes FROM creek.pg_stat_creek WHERE datname = current_database()",
                         db=idle.name))
     assert lag < 16 * 1024 * 1024, lag
+
+
+def test_view_forgets_a_dropped_extension_or_database(pg, make_db):
+    """creek.pg_stat_creek has no row for a database whose creek extension or
+    whole database was dropped while its worker was waiting to be restarted,
+    and no worker keeps being started for a dropped database. (Regression:
+    the restarting worker's row stayed, with its old confirmed_lsn, for as
+    long as the server ran, and the postmaster tried every 5 s to start a
+    worker for the dropped database.)"""
+    watcher = make_db("l_watch")
+    gone_ext = make_db("l_noext")
+    gone_db = make_db("l_nodb")
+    for db in (gone_ext, gone_db):
+        assert db.scalar("SELECT pg_terminate_backend(%s)" % db.stat()["pid"]) == "t"
+        wait_until(lambda: db.stat()["pid"] in (None, "0"), 10, 0.05, "the worker gone")
+    since = pg.log_offset()
+    gone_ext.sql("DROP EXTENSION creek")
+    pg.psql("DROP DATABASE %s WITH (FORCE)" % quote_ident(gone_db.name))
+    # the restarted worker of gone_ext finds no extension and drops the slot
+    wait_until(lambda: gone_ext.slot() is None, 20, 0.2, "the slot of %s dropped" % gone_ext.name)
+    time.sleep(6)   # past the restart interval (5 s) of the dropped database's worker
+    oids = (str(gone_ext.oid), str(gone_db.oid))
+    left = [r for r in watcher.query("SELECT datid::text, datname, state FROM creek.pg_stat_creek")
+            if r[0] in oids]
+    assert left == [], "rows of dropped databases: %r\nlog:\n%s" % (left, log_lines(pg, since))
+    fatal = [l for l in pg.log(since).splitlines() if "database %d does not exist" % gone_db.oid in l]
+    assert fatal == [], "\n".join(fatal)
+    assert watcher.stat()["state"] == "streaming"
+
+
+def test_failed_drop_database_keeps_streaming(make_db):
+    """A DROP DATABASE that fails (another session is connected) leaves the
+    database streaming from its slot, nothing lost."""
+    db = make_db("l_dropfail")
+    db.sql("CREATE TABLE t (id int PRIMARY KEY)")
+    db.add_table("t")
+    db.sql("INSERT INTO t VALUES (1)")
+    db.wait_wal_count(1)
+    other = db.connect(appname="creek-e2e-holder")
+    try:
+        with pytest.raises(PsqlError, match="is being accessed by other users"):
+            db.pg.psql("DROP DATABASE %s" % quote_ident(db.name))
+        db.sql("INSERT INTO t VALUES (2)")
+        assert db.slot() is not None
+        db.wait_streaming(20)
+        db.wait_wal_count(2)
+    finally:
+        other.close()

@@ -19,13 +19,18 @@ class AuthNats(NatsServer):
         return
 
 
+def stat(pg, column, db="sec"):
+    """A column of this database's row of creek.pg_stat_creek."""
+    return pg.scalar("SELECT %s FROM creek.pg_stat_creek WHERE datname = current_database()" % column, db=db)
+
+
 def streamed(pg, db, n_rows):
     """Inserts n_rows and waits until creek has them acknowledged."""
     pg.psql("INSERT INTO t SELECT g FROM generate_series((SELECT count(*) FROM t) + 1, "
             "(SELECT count(*) FROM t) + %d) g" % n_rows, db=db)
-    return wait_until(lambda: pg.scalar(
-        "SELECT messages_in_flight = 0 AND messages_published > 0 AND nats_state = 'connected' "
-        "FROM creek.pg_stat_creek", db=db) == "t", 30, 0.2, "rows acknowledged over the secured connection")
+    return wait_until(lambda: stat(
+        pg, "messages_in_flight = 0 AND messages_published > 0 AND nats_state = 'connected'", db) == "t",
+        30, 0.2, "rows acknowledged over the secured connection")
 
 
 def setup_db(pg, db="sec"):
@@ -53,17 +58,17 @@ def test_user_password_wrong_password_and_reload():
         pg.start()
         setup_db(pg)
         pg.psql("INSERT INTO t VALUES (1)", db="sec")
-        err = wait_until(lambda: pg.scalar("SELECT last_error FROM creek.pg_stat_creek", db="sec"),
+        err = wait_until(lambda: stat(pg, "last_error"),
                          20, 0.2, "the authorization error in the view")
         assert "Authentication Violation" in err or "uthorization" in err, err
         assert "wrong-pw-123" not in err
-        assert pg.scalar("SELECT nats_state FROM creek.pg_stat_creek", db="sec") != "connected"
+        assert stat(pg, "nats_state") != "connected"
         # fixed by a reload, nothing lost
         with open(pw_file, "w") as f:
             f.write("s3cr3t-pw\n")
         pg.psql("SELECT pg_reload_conf()")
         streamed(pg, "sec", 5)
-        assert int(pg.scalar("SELECT messages_published FROM creek.pg_stat_creek", db="sec")) >= 6
+        assert int(stat(pg, "messages_published")) >= 6
         assert "wrong-pw-123" not in pg.log() and "s3cr3t-pw" not in pg.log()
         # only superusers read the secret
         pg.psql("CREATE ROLE plain LOGIN")
@@ -121,8 +126,8 @@ def test_tls_with_verified_server():
         pg.psql("ALTER SYSTEM SET creek.nats_tls_ca_file = ''")
         pg.psql("SELECT pg_reload_conf()")
         pg.psql("INSERT INTO t VALUES (1000)", db="sec")
-        err = wait_until(lambda: (pg.scalar("SELECT last_error FROM creek.pg_stat_creek", db="sec") or "")
-                         if pg.scalar("SELECT nats_state FROM creek.pg_stat_creek", db="sec") != "connected"
+        err = wait_until(lambda: (stat(pg, "last_error") or "")
+                         if stat(pg, "nats_state") != "connected"
                          else "", 30, 0.2, "a TLS verification error")
         assert err, err
     finally:
@@ -143,7 +148,7 @@ def test_nkey():
     try:
         pg.start()
         setup_db(pg)
-        err = wait_until(lambda: pg.scalar("SELECT last_error FROM creek.pg_stat_creek", db="sec"),
+        err = wait_until(lambda: stat(pg, "last_error"),
                          20, 0.2, "the authentication error in the view")
         assert "uthori" in err or "uthentication" in err, err
         pg.psql("ALTER SYSTEM SET creek.nats_nkey_seed_file = '%s'" % seed_file)
