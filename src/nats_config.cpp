@@ -61,6 +61,7 @@ creek::PublisherConfig creek_publisher_config(const std::string &connection_name
     cfg.security.tls_key_file = creek_nats_tls_key_file;
     cfg.security.tls_verify = creek_nats_tls_verify;
     cfg.max_in_flight = creek_max_in_flight;
+    cfg.ack_every = creek_ack_every;
     cfg.connect_timeout_ms = creek_nats_connect_timeout_ms;
     cfg.reconnect_wait_max_ms = creek_nats_reconnect_wait_ms;
     cfg.ack_timeout_ms = creek_ack_timeout_ms;

@@ -71,6 +71,7 @@
 #include <sys/eventfd.h>
 #include <thread>
 #include <unistd.h>
+#include <unordered_map>
 #include <unordered_set>
 
 namespace creek {
@@ -394,6 +395,8 @@ bool parse_reply(const char *subj, size_t prefix_len, uint64_t *pos, uint64_t *n
 // the subject).
 struct PubAnswer {
     bool ok = false;
+    bool duplicate = false;  // the message id was stored before
+    uint64_t seq = 0;        // the stream sequence of the stored message
     int status = 0;      // natsStatus on failure
     int err_code = 0;    // JetStream error code on failure
     std::string text;
@@ -423,7 +426,18 @@ PubAnswer parse_answer(natsMsg *m) {
     }
     const char *end = d + len;
     if (find(d, len, "\"error\"") == nullptr) {
-        a.ok = find(d, len, "\"seq\"") != nullptr;
+        const char *k = find(d, len, "\"seq\"");
+        a.ok = k != nullptr;
+        if (a.ok) {
+            const char *colon = static_cast<const char *>(std::memchr(k, ':', size_t(end - k)));
+            if (colon != nullptr) a.seq = std::strtoull(colon + 1, nullptr, 10);
+            // nats-server 2.9 writes `"duplicate": true`
+            if (const char *dk = find(d, len, "\"duplicate\"")) {
+                const char *v = dk + 11;
+                while (v < end && (*v == ':' || *v == ' ')) v++;
+                a.duplicate = end - v >= 4 && std::memcmp(v, "true", 4) == 0;
+            }
+        }
         if (!a.ok) {
             a.status = int(NATS_ERR);
             a.text = "unexpected answer: " + std::string(d, std::min<size_t>(len, 200));
@@ -458,6 +472,12 @@ struct Publisher::Impl {
         uint64_t send_no = 0;      // while in flight: which send (its reply subject says)
         EntryState st = Queued;
         int64_t sent_ms = 0;
+        // Sent with a reply subject: the messages sent just before it without
+        // one (positions pos - covers .. pos - 1, send numbers send_no -
+        // covers .. send_no - 1), and the send number of the message with a
+        // reply sent before them (0: none).
+        uint32_t covers = 0;
+        uint64_t prev_reply_no = 0;
     };
 
     PublisherConfig cfg;
@@ -497,6 +517,22 @@ struct Publisher::Impl {
     int64_t resend_after_ms = 0;
     int64_t backoff_ms = 0;
     int64_t last_deadline_scan_ms = 0;
+
+    // ack_every > 1: the last message sent with a reply subject, the messages
+    // sent since without one, and the last acknowledgement applied (send
+    // number and stream sequence; 0: none that can anchor a count).
+    // (Answers from one stream come in send order, but not across streams.)
+    uint64_t chain_reply_no = 0;                // 0: none, or a resend (maybe a duplicate)
+    const std::string *chain_stream = nullptr;  // its stream's subject filter
+    uint32_t chain_covers = 0;
+    struct LastAck {
+        uint64_t no = 0;    // send number (0: a duplicate or a failure)
+        uint64_t seq = 0;
+    };
+    std::unordered_map<const std::string *, LastAck> last_ack;   // per stream
+    std::unordered_map<const std::string *, const std::string *> stream_of_subject;
+    const std::string *stream_of(const std::string *subject);
+    void resolve_covered(uint64_t pos, const Entry &e, bool stored);
 
     uint64_t last_pos = 0;
     uint64_t acked = 0;
@@ -897,6 +933,40 @@ void Publisher::Impl::mark_acked(Entry &e, uint64_t pos) {
     }
 }
 
+// The messages a message with a reply covers (sent just before it without
+// one), still in flight from that same send: stored, or failed (resent, each
+// with a reply: their message ids make that safe).
+void Publisher::Impl::resolve_covered(uint64_t pos, const Entry &e, bool stored) {
+    for (uint32_t i = 1; i <= e.covers && pos - i > acked; i++) {
+        Entry &c = entry(pos - i);
+        if (c.st != InFlight || c.send_no != e.send_no - i) continue;
+        if (stored)
+            mark_acked(c, pos - i);
+        else
+            mark_failed(c);
+    }
+}
+
+// The subject filter of the configured stream that takes subject (nullptr:
+// none, or one with wildcards other than a final ">").
+const std::string *Publisher::Impl::stream_of(const std::string *subject) {
+    auto it = stream_of_subject.find(subject);
+    if (it != stream_of_subject.end()) return it->second;
+    const std::string *found = nullptr;
+    for (const auto &st : cfg.streams) {
+        const std::string &f = st.second;
+        bool prefix = f.size() >= 2 && f.compare(f.size() - 2, 2, ".>") == 0;
+        if (f.find('*') != std::string::npos || (!prefix && f.find('>') != std::string::npos)) continue;
+        if (prefix ? subject->compare(0, f.size() - 1, f, 0, f.size() - 1) == 0 && subject->size() >= f.size()
+                   : *subject == f) {
+            found = &st.second;
+            break;
+        }
+    }
+    stream_of_subject.emplace(subject, found);
+    return found;
+}
+
 void Publisher::Impl::mark_failed(Entry &e) {
     e.st = Failed;
     inflight--;
@@ -943,10 +1013,29 @@ void Publisher::Impl::apply_acks() {
         free_nats_msg(m);
         Entry &e = entry(pos);
         if (r.ok) {
+            // The messages sent without a reply before this one are stored
+            // when the stream's sequence moved by exactly their number since
+            // the acknowledgement of the message sent with a reply before them.
+            LastAck &last = last_ack[stream_of(e.subject)];
+            bool counted = e.covers == 0 ||
+                           (e.prev_reply_no != 0 && e.prev_reply_no == last.no && !r.duplicate &&
+                            r.seq == last.seq + e.covers + 1);
+            // (after a restart the messages stored before are duplicates: not
+            // counted, sent again, and nothing to report)
+            if (!counted && !r.duplicate && last.no != 0 && failures++ == 0)
+                first_failure = "could not confirm the " + std::to_string(e.covers) +
+                                " messages sent before message " + e.id + " to " + *e.subject +
+                                " without an acknowledgement (the stream's sequence moved by another "
+                                "number); resending them";
+            resolve_covered(pos, e, counted);
             mark_acked(e, pos);
+            last.no = r.duplicate ? 0 : e.send_no;
+            last.seq = r.seq;
             any_success = true;
             continue;
         }
+        resolve_covered(pos, e, false);
+        last_ack[stream_of(e.subject)].no = 0;
         if (failures++ == 0) {
             char buf[96];
             std::snprintf(buf, sizeof buf, " (status %d, JetStream error code %d)", r.status, r.err_code);
@@ -1041,19 +1130,34 @@ void Publisher::Impl::send(int64_t now) {
     if (recovering && inflight > 0) return;
     uint64_t epoch = conn_epoch();
     if (inflight > 0 && epoch != send_epoch) return;   // watch_connection() reclaims them
-    if (inflight == 0) send_epoch = epoch;
+    if (inflight == 0) {
+        if (epoch != send_epoch) chain_reply_no = 0;
+        send_epoch = epoch;
+    }
     // Recovery, step 3: the probe goes out alone.
     const size_t window = recovering ? 1 : size_t(std::max(cfg.max_in_flight, 1));
     while (inflight < window && !outgoing.empty()) {
         uint64_t pos = outgoing.front();
         Entry &e = entry(pos);
         uint64_t no = sends + 1;
-        char reply[160];
-        std::snprintf(reply, sizeof reply, "%s%llu.%llu", inbox.c_str(), (unsigned long long) pos,
-                      (unsigned long long) no);
+        const bool first_send = e.send_no == 0;
+        // Without a reply subject (see PublisherConfig::ack_every): a first
+        // send, in a run of messages to one stream that a message with a
+        // reply, sent right after it in this loop, closes.
+        bool quiet = false;
+        if (cfg.ack_every > 1 && !recovering && first_send && chain_reply_no != 0 &&
+            chain_covers + 1 < uint32_t(cfg.ack_every) && inflight + 1 < window && outgoing.size() > 1 &&
+            outgoing[1] == pos + 1) {
+            const std::string *stream = stream_of(e.subject);
+            quiet = stream != nullptr && stream == chain_stream && stream_of(entry(pos + 1).subject) == stream;
+        }
+        char reply[160] = "";
+        if (!quiet)
+            std::snprintf(reply, sizeof reply, "%s%llu.%llu", inbox.c_str(), (unsigned long long) pos,
+                          (unsigned long long) no);
         natsMsg *m = nullptr;
-        natsStatus s = make_nats_msg(&m, e.subject->c_str(), reply, e.id, e.chunk, e.data.data(),
-                                     e.data.size(), scratch);
+        natsStatus s = make_nats_msg(&m, e.subject->c_str(), quiet ? nullptr : reply, e.id, e.chunk,
+                                     e.data.data(), e.data.size(), scratch);
         if (s == NATS_OK) s = natsConnection_PublishMsg(conn, m);
         free_nats_msg(m);
         if (s == NATS_OK) {
@@ -1061,6 +1165,16 @@ void Publisher::Impl::send(int64_t now) {
             e.send_no = no;
             e.st = InFlight;
             e.sent_ms = now;
+            if (quiet) {
+                chain_covers++;
+            } else {
+                e.covers = chain_covers;
+                e.prev_reply_no = chain_reply_no;
+                // a resend may be a duplicate: its answer cannot anchor a count
+                chain_reply_no = first_send ? no : 0;
+                chain_stream = stream_of(e.subject);
+                chain_covers = 0;
+            }
             inflight++;
             outgoing.pop_front();
             if (recovering) probe_pos = pos;
@@ -1077,6 +1191,8 @@ void Publisher::Impl::send(int64_t now) {
                           (inflight > 1 ? "; it may be stored ahead of earlier unacknowledged messages"
                                         : ""));
                 recovering = true;
+                chain_covers = 0;
+                chain_reply_no = 0;
                 return;   // watch_connection() takes the in-flight messages back
             }
             continue;
@@ -1094,6 +1210,11 @@ void Publisher::Impl::send(int64_t now) {
         e.st = InFlight;   // mark_failed expects an in-flight entry
         inflight++;
         mark_failed(e);
+        // (the messages sent without a reply just before it: nothing closes them)
+        for (uint32_t i = 1; i <= chain_covers && pos - i > acked; i++)
+            if (entry(pos - i).st == InFlight && entry(pos - i).send_no == no - i) mark_failed(entry(pos - i));
+        chain_covers = 0;
+        chain_reply_no = 0;
         return;
     }
 }

@@ -13,7 +13,9 @@
 //  * Messages are sent in position order with their Nats-Msg-Id header, at most
 //    max_in_flight unacknowledged at once.
 //  * acked_through() is the highest position P such that every position <= P
-//    has been acknowledged by JetStream (a duplicate ack counts as success).
+//    has been acknowledged by JetStream (a duplicate ack counts as success),
+//    directly or, with ack_every > 1, by a later acknowledgement whose stream
+//    sequence proves it stored (see PublisherConfig::ack_every).
 //  * A message whose publish fails (timeout, no responders, stream error,
 //    disconnect) is sent again, in position order, after a back-off; nothing
 //    is ever skipped and acked_through() never passes an unacknowledged message.
@@ -59,6 +61,12 @@ struct PublisherConfig {
     StreamSettings stream_settings;
     int max_in_flight = 1024;      // unacknowledged messages at once
     int64_t ack_timeout_ms = 5000; // an unanswered message fails after this (and is resent)
+    // Ask JetStream for an acknowledgement on one message in ack_every (and on
+    // the last one sent in a row, and on every resend); the ones between are
+    // confirmed by the next acknowledgement when the stream's sequence moved
+    // by exactly their number, and sent again (with an acknowledgement each)
+    // otherwise. 1: an acknowledgement for every message.
+    int ack_every = 1;
     int64_t connect_timeout_ms = 2000;
     int64_t reconnect_wait_max_ms = 2000;  // reconnect back-off: 250 ms doubling up to this
     int64_t retry_backoff_min_ms = 100;

@@ -7,6 +7,7 @@ char *creek_nats_url = nullptr;
 char *creek_namespace = nullptr;
 char *creek_producer_name = nullptr;
 int creek_max_in_flight = 4096;
+int creek_ack_every = 32;
 int creek_ack_timeout_ms = 5000;
 char *creek_nats_user = nullptr;
 char *creek_nats_password = nullptr;
@@ -133,6 +134,11 @@ void creek_define_settings()
     DefineCustomIntVariable(
         "creek.max_in_flight", "Messages sent to JetStream and not yet acknowledged, at most.",
         nullptr, &creek_max_in_flight, 4096, 1, 1000000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable(
+        "creek.ack_every", "Ask JetStream to acknowledge one message in this many.",
+        "The messages between are confirmed by the stream sequence of the next acknowledgement, "
+        "and sent again with an acknowledgement each when it does not add up. 1: every message.",
+        &creek_ack_every, 32, 1, 4096, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
     DefineCustomIntVariable(
         "creek.ack_timeout", "How long to wait for a JetStream acknowledgement before resending.",
         nullptr, &creek_ack_timeout_ms, 5000, 100, 600000, PGC_SIGHUP, GUC_UNIT_MS, nullptr,

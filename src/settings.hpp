@@ -6,6 +6,7 @@ extern char *creek_nats_url;
 extern char *creek_namespace;
 extern char *creek_producer_name;
 extern int creek_max_in_flight;
+extern int creek_ack_every;
 extern int creek_ack_timeout_ms;
 extern char *creek_nats_user;
 extern char *creek_nats_password;   // creek.nats_password_file: a path

@@ -50,11 +50,11 @@ static char *settings_fingerprint()
         secrets = creek_secrets_hash();
     } catch (...) {
     }
-    return psprintf("%d|%d|%d|%d|%llx|%s|%s|%s|%d|%d|%d|%d|%d|%d|%s|%s|%s|%s|%s|%s|%d|%s|%s|%s|%d",
+    return psprintf("%d|%d|%d|%d|%llx|%s|%s|%s|%d|%d|%d|%d|%d|%d|%d|%s|%s|%s|%s|%s|%s|%d|%s|%s|%s|%d",
                     (int) creek_snapshot_service,
                     creek_stream_max_bytes_mb, creek_nats_connect_timeout_ms, creek_nats_reconnect_wait_ms,
                     (unsigned long long) secrets, creek_nats_url,
-                    creek_namespace, creek_producer_name, creek_max_in_flight, creek_ack_timeout_ms,
+                    creek_namespace, creek_producer_name, creek_max_in_flight, creek_ack_every, creek_ack_timeout_ms,
                     creek_stream_storage, creek_stream_replicas, creek_stream_max_age_s,
                     creek_stream_duplicate_window_s, creek_nats_user, creek_nats_password,
                     creek_nats_token, creek_nats_creds_file, creek_nats_nkey,

@@ -675,6 +675,7 @@ PublisherConfig outage_config(const NatsServer &srv, const std::string &stream, 
                               int64_t ack_timeout_ms) {
     PublisherConfig c = make_config(srv, stream, subject);
     c.max_in_flight = 256;
+    c.ack_every = 32;   // the faults also hit messages sent without a reply
     c.ack_timeout_ms = ack_timeout_ms;
     c.retry_backoff_min_ms = 50;
     c.retry_backoff_max_ms = 1000;
@@ -702,6 +703,114 @@ void outage(NatsServer &srv, Publisher &p, Producer &prod, int down_ms, const ch
     CHECK(srv.start());
 }
 }  // namespace
+
+// (b2) ack_every 32: JetStream acknowledges one message in 32 (and the last
+// one sent in a row); the others are confirmed by the stream sequence. All
+// acknowledged, stored once, in position order, each with its id.
+TEST(publish_20000_with_an_acknowledgement_every_32) {
+    NatsServer &srv = shared_server();
+    PublisherConfig c = make_config(srv, "CREEK_q", "CREEK.q.>");
+    c.max_in_flight = 256;
+    c.ack_every = 32;
+    Publisher p(c);
+    CHECK(p.ensure_ready());
+    Producer prod{p, "q", "CREEK.q.data", 1, kBulk};
+    bool done = drive(p, [&] { return prod.next > kBulk && p.acked_through() == kBulk; }, 40000,
+                      [&] { prod(); });
+    if (!done) std::printf("  last_error: %s\n", p.last_error().c_str());
+    CHECK(done);
+    CHECK_EQ(p.messages_published(), kBulk);
+    CHECK_EQ(p.in_flight(), size_t(0));
+    CHECK(p.last_error().empty());
+    check_stream_exact(srv, "CREEK_q", "CREEK.q.>", "q", kBulk);
+}
+
+// (b3) ack_every 32 while another client publishes into the same stream: the
+// stream sequence then moves by more than the messages sent without a reply,
+// which are sent again with a reply each (their ids make that safe). Every
+// message is stored once, in position order among creek's.
+TEST(ack_every_resends_what_the_stream_sequence_does_not_confirm) {
+    NatsServer &srv = shared_server();
+    PublisherConfig c = make_config(srv, "CREEK_qf", "CREEK.qf.>");
+    c.max_in_flight = 256;
+    c.ack_every = 32;
+    Publisher p(c);
+    CHECK(p.ensure_ready());
+    Client other(srv.url());
+    CHECK(other.ok());
+    const uint64_t n = 5000;
+    Producer prod{p, "qf", "CREEK.qf.data", 1, n};
+    int foreign = 0;
+    bool done = drive(p, [&] { return prod.next > n && p.acked_through() == n; }, 40000, [&] {
+        prod();
+        if (other.ok() && foreign < 200 && (p.acked_through() / 20) > uint64_t(foreign))
+            if (natsConnection_PublishString(other.nc, "CREEK.qf.foreign", "x") == NATS_OK) foreign++;
+    });
+    std::printf("  %d foreign messages; last_error: %s\n", foreign, p.last_error().c_str());
+    CHECK(done);
+    CHECK(foreign > 0);
+    CHECK(contains(p.last_error(), "could not confirm"));
+    CHECK_EQ(p.messages_published(), n);
+    Client cl(srv.url());
+    CHECK(cl.ok());
+    if (!cl.ok()) return;
+    std::vector<std::string> all = cl.read_all("CREEK_qf", "CREEK.qf.data", n);
+    CHECK_EQ(all.size(), size_t(n));
+    size_t bad = 0;
+    for (size_t i = 0; i < all.size(); i++)
+        if (all[i] != payload_for("qf", i + 1)) bad++;
+    CHECK_EQ(bad, size_t(0));
+}
+
+// (b4) ack_every 32, every message already stored (a restarted producer):
+// every answer is a duplicate, nothing is confirmed by counting, all is sent
+// again with a reply each, and the stream is unchanged.
+TEST(ack_every_with_every_message_a_duplicate) {
+    NatsServer &srv = shared_server();
+    PublisherConfig c = make_config(srv, "CREEK_q", "CREEK.q.>");
+    c.max_in_flight = 256;
+    c.ack_every = 32;
+    Publisher p(c);
+    CHECK(p.ensure_ready());
+    const uint64_t n = 5000;
+    Producer prod{p, "q", "CREEK.q.data", 1, n};
+    bool done = drive(p, [&] { return prod.next > n && p.acked_through() == n; }, 40000, [&] { prod(); });
+    if (!done) std::printf("  last_error: %s\n", p.last_error().c_str());
+    CHECK(done);
+    check_stream_exact(srv, "CREEK_q", "CREEK.q.>", "q", kBulk);
+}
+
+// (b5) ack_every 32 with messages for two streams interleaved (a table's
+// schema and its changes): JetStream answers for different streams out of
+// send order; the counts are kept per stream, and nothing needs resending.
+TEST(ack_every_with_two_streams_interleaved) {
+    NatsServer &srv = shared_server();
+    PublisherConfig c = make_config(srv, "CREEK_m_wal", "CREEK.m.wal.>");
+    c.streams.push_back({"CREEK_m_schema", "CREEK.m.schema.>"});
+    c.max_in_flight = 256;
+    c.ack_every = 32;
+    Publisher p(c);
+    CHECK(p.ensure_ready());
+    const uint64_t n = 6000;
+    uint64_t next = 1, schemas = 0;
+    bool done = drive(p, [&] { return next > n && p.acked_through() == p.last_position(); }, 40000, [&] {
+        while (next <= n && p.has_room()) {
+            if (next % 100 == 1) {
+                std::string sd = "schema " + std::to_string(next);
+                p.enqueue("CREEK.m.schema.t", "schema-" + std::to_string(next), sd.data(), sd.size());
+                schemas++;
+            }
+            std::string d = payload_for("m", next);
+            p.enqueue("CREEK.m.wal.t", id_for("m", next), d.data(), d.size());
+            next++;
+        }
+    });
+    std::printf("  last_error: %s\n", p.last_error().c_str());
+    CHECK(done);
+    CHECK(p.last_error().empty());
+    CHECK_EQ(p.messages_published(), n + schemas);
+    check_stream_exact(srv, "CREEK_m_wal", "CREEK.m.wal.>", "m", n);
+}
 
 // (d) the server is killed (SIGKILL) while 5000 messages are being published
 // and restarted on the same port and store: everything ends up acknowledged
