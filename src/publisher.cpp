@@ -72,7 +72,6 @@
 #include <thread>
 #include <unistd.h>
 #include <unordered_map>
-#include <unordered_set>
 
 namespace creek {
 
@@ -467,6 +466,7 @@ struct Publisher::Impl {
     enum EntryState : uint8_t { Queued, InFlight, Acked, Failed };
     struct Entry {
         const std::string *subject = nullptr;   // in subjects
+        const std::string *stream = nullptr;    // its stream's subject filter (see stream_filter_of)
         std::string id, data;
         std::string chunk;     // "k/n" for a part of a split message, else empty
         uint64_t send_no = 0;      // while in flight: which send (its reply subject says)
@@ -501,7 +501,8 @@ struct Publisher::Impl {
     // Every message not yet covered by acked_through, in position order:
     // entries[i] has position acked_through + 1 + i.
     std::deque<Entry> entries;
-    std::unordered_set<std::string> subjects;   // every subject enqueued (one per table)
+    // every subject enqueued (one per table), with its stream's subject filter
+    std::unordered_map<std::string, const std::string *> subjects;
     std::string scratch;                        // a message's header and payload (send())
     std::deque<uint64_t> outgoing;          // positions to send, ascending
     size_t inflight = 0;
@@ -530,9 +531,8 @@ struct Publisher::Impl {
         uint64_t seq = 0;
     };
     std::unordered_map<const std::string *, LastAck> last_ack;   // per stream
-    std::unordered_map<const std::string *, const std::string *> stream_of_subject;
-    const std::string *stream_of(const std::string *subject);
-    void resolve_covered(uint64_t pos, const Entry &e, bool stored);
+    const std::string *stream_filter_of(const std::string &subject) const;
+    void resolve_covered(uint64_t pos, uint64_t send_no, uint32_t covers, bool stored);
 
     uint64_t last_pos = 0;
     uint64_t acked = 0;
@@ -933,13 +933,13 @@ void Publisher::Impl::mark_acked(Entry &e, uint64_t pos) {
     }
 }
 
-// The messages a message with a reply covers (sent just before it without
-// one), still in flight from that same send: stored, or failed (resent, each
-// with a reply: their message ids make that safe).
-void Publisher::Impl::resolve_covered(uint64_t pos, const Entry &e, bool stored) {
-    for (uint32_t i = 1; i <= e.covers && pos - i > acked; i++) {
+// The covers messages sent without a reply just before position pos (send
+// number send_no), those still in flight from that same send: stored, or
+// failed (resent, each with a reply: their message ids make that safe).
+void Publisher::Impl::resolve_covered(uint64_t pos, uint64_t send_no, uint32_t covers, bool stored) {
+    for (uint32_t i = 1; i <= covers && pos - i > acked; i++) {
         Entry &c = entry(pos - i);
-        if (c.st != InFlight || c.send_no != e.send_no - i) continue;
+        if (c.st != InFlight || c.send_no != send_no - i) continue;
         if (stored)
             mark_acked(c, pos - i);
         else
@@ -949,22 +949,16 @@ void Publisher::Impl::resolve_covered(uint64_t pos, const Entry &e, bool stored)
 
 // The subject filter of the configured stream that takes subject (nullptr:
 // none, or one with wildcards other than a final ">").
-const std::string *Publisher::Impl::stream_of(const std::string *subject) {
-    auto it = stream_of_subject.find(subject);
-    if (it != stream_of_subject.end()) return it->second;
-    const std::string *found = nullptr;
+const std::string *Publisher::Impl::stream_filter_of(const std::string &subject) const {
     for (const auto &st : cfg.streams) {
         const std::string &f = st.second;
         bool prefix = f.size() >= 2 && f.compare(f.size() - 2, 2, ".>") == 0;
         if (f.find('*') != std::string::npos || (!prefix && f.find('>') != std::string::npos)) continue;
-        if (prefix ? subject->compare(0, f.size() - 1, f, 0, f.size() - 1) == 0 && subject->size() >= f.size()
-                   : *subject == f) {
-            found = &st.second;
-            break;
-        }
+        if (prefix ? subject.compare(0, f.size() - 1, f, 0, f.size() - 1) == 0 && subject.size() >= f.size()
+                   : subject == f)
+            return &st.second;
     }
-    stream_of_subject.emplace(subject, found);
-    return found;
+    return nullptr;
 }
 
 void Publisher::Impl::mark_failed(Entry &e) {
@@ -1016,7 +1010,7 @@ void Publisher::Impl::apply_acks() {
             // The messages sent without a reply before this one are stored
             // when the stream's sequence moved by exactly their number since
             // the acknowledgement of the message sent with a reply before them.
-            LastAck &last = last_ack[stream_of(e.subject)];
+            LastAck &last = last_ack[e.stream];
             bool counted = e.covers == 0 ||
                            (e.prev_reply_no != 0 && e.prev_reply_no == last.no && !r.duplicate &&
                             r.seq == last.seq + e.covers + 1);
@@ -1027,15 +1021,15 @@ void Publisher::Impl::apply_acks() {
                                 " messages sent before message " + e.id + " to " + *e.subject +
                                 " without an acknowledgement (the stream's sequence moved by another "
                                 "number); resending them";
-            resolve_covered(pos, e, counted);
+            resolve_covered(pos, e.send_no, e.covers, counted);
             mark_acked(e, pos);
             last.no = r.duplicate ? 0 : e.send_no;
             last.seq = r.seq;
             any_success = true;
             continue;
         }
-        resolve_covered(pos, e, false);
-        last_ack[stream_of(e.subject)].no = 0;
+        resolve_covered(pos, e.send_no, e.covers, false);
+        last_ack[e.stream].no = 0;
         if (failures++ == 0) {
             char buf[96];
             std::snprintf(buf, sizeof buf, " (status %d, JetStream error code %d)", r.status, r.err_code);
@@ -1147,10 +1141,8 @@ void Publisher::Impl::send(int64_t now) {
         bool quiet = false;
         if (cfg.ack_every > 1 && !recovering && first_send && chain_reply_no != 0 &&
             chain_covers + 1 < uint32_t(cfg.ack_every) && inflight + 1 < window && outgoing.size() > 1 &&
-            outgoing[1] == pos + 1) {
-            const std::string *stream = stream_of(e.subject);
-            quiet = stream != nullptr && stream == chain_stream && stream_of(entry(pos + 1).subject) == stream;
-        }
+            outgoing[1] == pos + 1)
+            quiet = e.stream != nullptr && e.stream == chain_stream && entry(pos + 1).stream == e.stream;
         char reply[160] = "";
         if (!quiet)
             std::snprintf(reply, sizeof reply, "%s%llu.%llu", inbox.c_str(), (unsigned long long) pos,
@@ -1172,7 +1164,7 @@ void Publisher::Impl::send(int64_t now) {
                 e.prev_reply_no = chain_reply_no;
                 // a resend may be a duplicate: its answer cannot anchor a count
                 chain_reply_no = first_send ? no : 0;
-                chain_stream = stream_of(e.subject);
+                chain_stream = e.stream;
                 chain_covers = 0;
             }
             inflight++;
@@ -1211,8 +1203,7 @@ void Publisher::Impl::send(int64_t now) {
         inflight++;
         mark_failed(e);
         // (the messages sent without a reply just before it: nothing closes them)
-        for (uint32_t i = 1; i <= chain_covers && pos - i > acked; i++)
-            if (entry(pos - i).st == InFlight && entry(pos - i).send_no == no - i) mark_failed(entry(pos - i));
+        resolve_covered(pos, no, chain_covers, false);
         chain_covers = 0;
         chain_reply_no = 0;
         return;
@@ -1336,10 +1327,11 @@ uint64_t Publisher::enqueue(const std::string &subject, std::string msg_id,
     size_t added = 0;
     try {
         auto it = im->subjects.find(subject);
-        const std::string *subj = it != im->subjects.end() ? &*it : &*im->subjects.insert(subject).first;
+        if (it == im->subjects.end()) it = im->subjects.emplace(subject, im->stream_filter_of(subject)).first;
         for (size_t k = 1; k <= parts; k++) {
             Impl::Entry e;
-            e.subject = subj;
+            e.subject = &it->first;
+            e.stream = it->second;
             if (parts == 1) {
                 e.id = std::move(msg_id);
                 e.data.assign(bytes, len);

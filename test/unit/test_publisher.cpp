@@ -504,14 +504,30 @@ NatsServer &shared_server() {
     return *srv;
 }
 constexpr uint64_t kBulk = 20000;
+
+// A configuration with an in-flight window of 256 messages.
+PublisherConfig window_config(const NatsServer &srv, const std::string &stream, const std::string &subject,
+                              int ack_every = 1) {
+    PublisherConfig c = make_config(srv, stream, subject);
+    c.max_in_flight = 256;
+    c.ack_every = ack_every;
+    return c;
+}
+
+// Enqueues prod's messages and pumps until all are acknowledged (false after
+// timeout_ms, with the publisher's last error printed).
+bool publish_all(Publisher &p, Producer &prod, int timeout_ms = 40000) {
+    bool done = drive(p, [&] { return prod.next > prod.last && p.acked_through() == p.last_position(); },
+                      timeout_ms, [&] { prod(); });
+    if (!done) std::printf("  last_error: %s\n", p.last_error().c_str());
+    return done;
+}
 }  // namespace
 
 // (b) 20000 messages with a window of 256: all acked, in order, exactly once.
 TEST(publish_20000_in_order) {
     NatsServer &srv = shared_server();
-    PublisherConfig c = make_config(srv, "CREEK_b", "CREEK.b.>");
-    c.max_in_flight = 256;
-    Publisher p(c);
+    Publisher p(window_config(srv, "CREEK_b", "CREEK.b.>"));
     CHECK(p.ensure_ready());
     Producer prod{p, "b", "CREEK.b.data", 1, kBulk};
     size_t max_inflight_seen = 0, max_pending_seen = 0;
@@ -587,15 +603,10 @@ TEST(nats_msg_builds_and_frees_messages) {
 // (c) the same message ids again: acknowledged (as duplicates), nothing stored.
 TEST(republish_same_ids_is_deduplicated) {
     NatsServer &srv = shared_server();
-    PublisherConfig c = make_config(srv, "CREEK_b", "CREEK.b.>");
-    c.max_in_flight = 256;
-    Publisher p(c);
+    Publisher p(window_config(srv, "CREEK_b", "CREEK.b.>"));
     CHECK(p.ensure_ready());
     Producer prod{p, "b", "CREEK.b.data", 1, kBulk};
-    bool done = drive(p, [&] { return prod.next > kBulk && p.acked_through() == kBulk; }, 40000,
-                      [&] { prod(); });
-    if (!done) std::printf("  last_error: %s\n", p.last_error().c_str());
-    CHECK(done);
+    CHECK(publish_all(p, prod));
     CHECK_EQ(p.acked_through(), kBulk);
     CHECK_EQ(p.messages_published(), kBulk);
     Client cl(srv.url());
@@ -673,9 +684,8 @@ void check_stream_exact(const NatsServer &srv, const std::string &stream, const 
 
 PublisherConfig outage_config(const NatsServer &srv, const std::string &stream, const std::string &subject,
                               int64_t ack_timeout_ms) {
-    PublisherConfig c = make_config(srv, stream, subject);
-    c.max_in_flight = 256;
-    c.ack_every = 32;   // the faults also hit messages sent without a reply
+    // (the faults also hit messages sent without a reply)
+    PublisherConfig c = window_config(srv, stream, subject, 32);
     c.ack_timeout_ms = ack_timeout_ms;
     c.retry_backoff_min_ms = 50;
     c.retry_backoff_max_ms = 1000;
@@ -709,16 +719,10 @@ void outage(NatsServer &srv, Publisher &p, Producer &prod, int down_ms, const ch
 // acknowledged, stored once, in position order, each with its id.
 TEST(publish_20000_with_an_acknowledgement_every_32) {
     NatsServer &srv = shared_server();
-    PublisherConfig c = make_config(srv, "CREEK_q", "CREEK.q.>");
-    c.max_in_flight = 256;
-    c.ack_every = 32;
-    Publisher p(c);
+    Publisher p(window_config(srv, "CREEK_q", "CREEK.q.>", 32));
     CHECK(p.ensure_ready());
     Producer prod{p, "q", "CREEK.q.data", 1, kBulk};
-    bool done = drive(p, [&] { return prod.next > kBulk && p.acked_through() == kBulk; }, 40000,
-                      [&] { prod(); });
-    if (!done) std::printf("  last_error: %s\n", p.last_error().c_str());
-    CHECK(done);
+    CHECK(publish_all(p, prod));
     CHECK_EQ(p.messages_published(), kBulk);
     CHECK_EQ(p.in_flight(), size_t(0));
     CHECK(p.last_error().empty());
@@ -731,10 +735,7 @@ TEST(publish_20000_with_an_acknowledgement_every_32) {
 // message is stored once, in position order among creek's.
 TEST(ack_every_resends_what_the_stream_sequence_does_not_confirm) {
     NatsServer &srv = shared_server();
-    PublisherConfig c = make_config(srv, "CREEK_qf", "CREEK.qf.>");
-    c.max_in_flight = 256;
-    c.ack_every = 32;
-    Publisher p(c);
+    Publisher p(window_config(srv, "CREEK_qf", "CREEK.qf.>", 32));
     CHECK(p.ensure_ready());
     Client other(srv.url());
     CHECK(other.ok());
@@ -767,16 +768,10 @@ TEST(ack_every_resends_what_the_stream_sequence_does_not_confirm) {
 // again with a reply each, and the stream is unchanged.
 TEST(ack_every_with_every_message_a_duplicate) {
     NatsServer &srv = shared_server();
-    PublisherConfig c = make_config(srv, "CREEK_q", "CREEK.q.>");
-    c.max_in_flight = 256;
-    c.ack_every = 32;
-    Publisher p(c);
+    Publisher p(window_config(srv, "CREEK_q", "CREEK.q.>", 32));
     CHECK(p.ensure_ready());
-    const uint64_t n = 5000;
-    Producer prod{p, "q", "CREEK.q.data", 1, n};
-    bool done = drive(p, [&] { return prod.next > n && p.acked_through() == n; }, 40000, [&] { prod(); });
-    if (!done) std::printf("  last_error: %s\n", p.last_error().c_str());
-    CHECK(done);
+    Producer prod{p, "q", "CREEK.q.data", 1, 5000};
+    CHECK(publish_all(p, prod));
     check_stream_exact(srv, "CREEK_q", "CREEK.q.>", "q", kBulk);
 }
 
@@ -785,10 +780,8 @@ TEST(ack_every_with_every_message_a_duplicate) {
 // send order; the counts are kept per stream, and nothing needs resending.
 TEST(ack_every_with_two_streams_interleaved) {
     NatsServer &srv = shared_server();
-    PublisherConfig c = make_config(srv, "CREEK_m_wal", "CREEK.m.wal.>");
+    PublisherConfig c = window_config(srv, "CREEK_m_wal", "CREEK.m.wal.>", 32);
     c.streams.push_back({"CREEK_m_schema", "CREEK.m.schema.>"});
-    c.max_in_flight = 256;
-    c.ack_every = 32;
     Publisher p(c);
     CHECK(p.ensure_ready());
     const uint64_t n = 6000;
