@@ -19,7 +19,8 @@ measures, in one run:
     stored time of each JetStream message minus the row's commit time
     (source.tx_at in the Avro message);
  5. pgbench TPC-B-like TPS without and with creek streaming the pgbench tables
-    (and with creek decoding but publishing nothing);
+    (and with creek decoding but publishing nothing, and with no creek but a
+    plain publisher sending creek's message rate to nats-server);
  6. the creek worker's peak memory during the big transactions.
 
 It writes report.md, chart.png and results.json to --out (default
@@ -936,6 +937,9 @@ class Bench:
     # -- 5. pgbench TPS ---------------------------------------------------
     def phase_tps(self):
         cfg = self.cfg
+        # the "nats-only" runs publish into a stream configured as creek's
+        self.load_stream_base = self.ceiling_stream_base()
+        self.ack_every = int(self.conn.scalar("SHOW creek.ack_every"))
         # no other creek worker may decode the WAL during this phase
         self.conn.query("DROP EXTENSION creek")
         self.wait_no_worker(DB)
@@ -945,8 +949,11 @@ class Bench:
             if st.startswith("%s_%s_" % (NAMESPACE, DB)):
                 self.nc.delete_stream(st)
         self.pg.psql("CREATE DATABASE %s" % TPCB_DB)
-        conditions = ["without", "with"] + (["decode-only", "pg_recvlogical"] if not self.args.quick else [])
+        # "nats-only" (right after "with": it replays that run's message rate) needs no creek
+        conditions = ["without", "with", "nats-only"] + (["decode-only", "pg_recvlogical"]
+                                                        if not self.args.quick else [])
         runs = []
+        self.r_tps_runs = []   # every run so far, retried ones too (nats-only reads "with"'s rate)
         for rnd in range(cfg["tps_rounds"]):
             for cond in conditions:
                 runs.append(self.with_retries(lambda: self.tps_run(cond, rnd)))
@@ -978,10 +985,45 @@ class Bench:
                     raise BenchError("creek's worker or slot for %s still there %ss after DROP EXTENSION" % (db, timeout))
                 time.sleep(0.1)
 
+    @staticmethod
+    def cond_label(cond):
+        return cond if cond in ("pg_recvlogical", "nats-only") else cond + " creek"
+
+    def start_nats_load(self, rnd):
+        """nats-only: a plain nats.c publisher (js_ceiling --rate) sends, during the
+        measured pgbench run, as many messages per second as creek published in this
+        round's "with" run, of the same mean size, with a reply on one in ack_every,
+        into a stream configured as creek's. No creek: what JetStream's own work at
+        creek's message rate costs pgbench on this machine."""
+        w = [x for x in self.r_tps_runs if x["condition"] == "with" and x["round"] == rnd + 1][-1]
+        rate, size = w["messages_per_s"], w["message_bytes"]
+        secs = self.cfg["tps_secs"]
+        self.nc.delete_stream(CEIL_STREAM)
+        cr = self.nc.create_stream(dict(self.load_stream_base, name=CEIL_STREAM, subjects=[CEIL_STREAM + ".>"]))
+        if cr is None or "error" in cr:
+            raise BenchError("cannot create stream %s: %r" % (CEIL_STREAM, cr))
+        self.ceiling_runs = getattr(self, "ceiling_runs", 0) + 1
+        args = [self.args.js_ceiling, "--url", self.nats.url, "--subject", "%s.%s.wal.public.pgbench" % (
+                    CEIL_STREAM, TPCB_DB), "--size", str(size), "--count", str(max(int(rate * secs), 1)),
+                "--rate", "%.1f" % rate, "--ack-every", str(self.ack_every), "--mode", "eventloop",
+                "--max-pending", str(self.max_in_flight), "--id-prefix", "0/%X" % (0x5A000000 + self.ceiling_runs)]
+        return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    @staticmethod
+    def end_nats_load(proc, timeout):
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise BenchError("js_ceiling --rate failed (%s): %s%s" % (proc.returncode, out.decode(errors="replace"),
+                                                                       err.decode(errors="replace")))
+        return json.loads(out.decode().strip().splitlines()[-1])
+
     def tps_run(self, cond, rnd):
         cfg = self.cfg
-        log("pgbench TPC-B-like, %s (round %d): init scale %d"
-            % (cond if cond == "pg_recvlogical" else cond + " creek", rnd + 1, cfg["tps_scale"]))
+        log("pgbench TPC-B-like, %s (round %d): init scale %d" % (self.cond_label(cond), rnd + 1, cfg["tps_scale"]))
         self.pgbench(["-i", "-q", "-s", str(cfg["tps_scale"])], TPCB_DB, 900)
         with PgConn(self.pg.port, TPCB_DB, timeout=1800, appname="creek-bench") as c:
             pid = None
@@ -1017,14 +1059,17 @@ class Bench:
             cpu0 = proc_cpu_seconds(pid) if pid else None
             ctx0 = proc_status(pid).get("voluntary_ctxt_switches") if pid else None
             ncpu0 = proc_cpu_seconds(self.nats.pid)
+            stats0 = self.creek_counters(c) if cond == "with" else None
+            load = self.start_nats_load(rnd) if cond == "nats-only" else None
             audit = self.audit_start(pid)
             t0 = time.time()
             out = self.pgbench(["-n", "-c", str(cfg["tps_clients"]), "-j", "2", "-T", str(cfg["tps_secs"])],
                                TPCB_DB, cfg["tps_secs"] + 300)
             t1 = time.time()
             ctx1 = proc_status(pid).get("voluntary_ctxt_switches") if pid else None
-            run_audit = self.audit_stop(audit, "pgbench %s, round %d" % (
-                cond if cond == "pg_recvlogical" else cond + " creek", rnd + 1))
+            # (before js_ceiling is reaped: its CPU would count as bench.py's children)
+            run_audit = self.audit_stop(audit, "pgbench %s, round %d" % (self.cond_label(cond), rnd + 1))
+            load_result = self.end_nats_load(load, 120) if load is not None else None
             if recv is not None:
                 interrupt(recv, 30)
                 self.wait_no_walsender(c)
@@ -1046,13 +1091,23 @@ class Bench:
                 run["worker_wakeups_per_s"] = None if ctx0 is None or ctx1 is None else (ctx1 - ctx0) / (t1 - t0)
                 if cond == "with":
                     run["messages"] = sum(v[0] for v in self.table_stats(c).values())
+                    # what this run published (the warm-up's messages were acknowledged before it)
+                    m1, b1 = self.creek_counters(c)
+                    run["messages_per_s"] = (m1 - stats0[0]) / (t1 - t0)
+                    run["message_bytes"] = int(round((b1 - stats0[1]) / float(max(m1 - stats0[0], 1))))
                 c.query("DROP EXTENSION creek")
+            if load_result is not None:
+                run["nats_load"] = load_result
+                self.nc.delete_stream(CEIL_STREAM)
             ncpu1 = proc_cpu_seconds(self.nats.pid)
             run["nats_cpu_pct"] = None if ncpu0 is None or ncpu1 is None else 100.0 * (ncpu1 - ncpu0) / (t1 - t0)
         if pid:
             self.wait_no_worker(TPCB_DB)
-        log("  %.0f TPS%s" % (run["tps"], "" if not pid else ", creek caught up %.2fs after the run, worker CPU %.0f%%"
-                              % (run["catch_up_s"], run["worker_cpu_pct"] or 0)))
+        log("  %.0f TPS%s%s" % (run["tps"], "" if not pid else ", creek caught up %.2fs after the run, worker CPU %.0f%%"
+                                % (run["catch_up_s"], run["worker_cpu_pct"] or 0),
+                                "" if not load_result else ", a plain publisher sent %d messages of %d B at %.0f/s"
+                                % (load_result["acked"], load_result["size"], load_result["rate"])))
+        self.r_tps_runs.append(run)
         return run
 
     # -- report -----------------------------------------------------------
@@ -1163,6 +1218,8 @@ class Bench:
         t = self.r.get("tps")
         if t:
             rows.append(("TPS with/without\\ncreek", t["with"] / t["without"], TARGETS["tps_ratio"]))
+            if "nats-only" in t:
+                rows.append(("TPS nats-only\\n/without creek", t["nats-only"] / t["without"], 0))
             if "decode-only" in t:
                 rows.append(("TPS decode-only\\n/without creek", t["decode-only"] / t["without"], 0))
             if "pg_recvlogical" in t:
@@ -1306,7 +1363,11 @@ plot "{dat}" using 1:($3*100):xtic(2) with boxes lc rgb "#4477aa", \\
             a("Scale %d, `-c %d -j 2 -T %d`, a fresh `pgbench -i` before every run, same cluster and settings. "
               "**without**: creek is preloaded but no database has the extension (no worker, no slot); "
               "**with**: `CREATE EXTENSION creek` and `creek.add_table()` of the four pgbench tables, the worker "
-              "streaming to nats-server%s. The \"with\" vs \"without\" comparison charges creek with everything "
+              "streaming to nats-server; **nats-only**: no creek, a plain nats.c publisher (`js_ceiling --rate`) "
+              "sends, during the run, as many messages per second as creek published in that round's \"with\" "
+              "run, of the same mean size, with a reply subject on one in `creek.ack_every`, into a stream "
+              "configured as creek's: what JetStream's own work at creek's message rate costs pgbench on this "
+              "machine%s. The \"with\" vs \"without\" comparison charges creek with everything "
               "it costs: logical decoding of all WAL, encoding and publishing, and nats-server's work on the "
               "same machine.\n" % (
                   self.cfg["tps_scale"], self.cfg["tps_clients"], self.cfg["tps_secs"],
@@ -1339,7 +1400,17 @@ plot "{dat}" using 1:($3*100):xtic(2) with boxes lc rgb "#4477aa", \\
                   " | ".join("%.0f%%" % x.get("cpu", {}).get(k, 0) for k in labs) + " |")
             a("")
             a("Mean TPS: " + ", ".join("%s %.0f" % (k, v) for k, v in r["tps"].items()) +
-              "; with/without %.1f%%.\n" % (100 * r["tps"]["with"] / r["tps"]["without"]))
+              "; with/without %.1f%%%s.\n" % (
+                  100 * r["tps"]["with"] / r["tps"]["without"],
+                  "; nats-only/without %.1f%%, with/nats-only %.1f%%" % (
+                      100 * r["tps"]["nats-only"] / r["tps"]["without"], 100 * r["tps"]["with"] / r["tps"]["nats-only"])
+                  if "nats-only" in r["tps"] else ""))
+            loads = [x for x in r["tps_runs"] if x.get("nats_load")]
+            if loads:
+                a("The nats-only runs' publisher: " + "; ".join(
+                    "round %d: %d messages of %d B at %.0f/s, %d answers" % (
+                        x["round"], x["nats_load"]["acked"], x["nats_load"]["size"], x["nats_load"]["rate"],
+                        x["nats_load"]["answers"]) for x in loads) + ".\n")
         mems = [w for w in r.get("workloads", []) if w["shape"] == "big"]
         if mems:
             a("## creek worker memory\n")

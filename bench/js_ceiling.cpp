@@ -17,6 +17,11 @@
 // src/nats_msg.cpp (encoded header bytes, freed on the publishing thread).
 // The ceiling is the faster of the two modes.
 //
+// --rate R (eventloop only) paces it: every 5 ms it sends what is due at R
+// messages per second. --ack-every K puts a reply subject on one message in K
+// and on the last of each burst, as creek.ack_every does. The pgbench phase
+// uses both to load nats-server with creek's messages, without creek.
+//
 // The stream must exist (bench/bench.py creates it with the configuration of
 // creek's own wal stream). Exit status 0 when every message was acknowledged.
 #include <nats/nats.h>
@@ -24,9 +29,11 @@
 
 #include "nats_msg.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cinttypes>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -63,7 +70,8 @@ double now_s() {
     std::fprintf(stderr,
                  "usage: js_ceiling --url URL --subject SUBJECT --size BYTES --count N\n"
                  "                  [--max-pending 4096] [--ack-timeout-ms 5000] [--id-prefix 0/1A2B3C4D]\n"
-                 "                  [--mode async|eventloop]\n");
+                 "                  [--mode async|eventloop]\n"
+                 "                  [--rate MSGS_PER_S] [--ack-every K]   (eventloop only)\n");
     std::exit(2);
 }
 
@@ -106,7 +114,8 @@ natsStatus ev_write(void *user, bool add) {
 natsStatus ev_detach(void *user) { return ev_read(user, false); }
 
 int run_eventloop(const std::string &url, const std::string &subject, const std::vector<char> &payload,
-                  long size, long count, long max_pending, const std::string &id_prefix) {
+                  long size, long count, long max_pending, const std::string &id_prefix, double rate,
+                  long ack_every) {
     Loop loop;
     loop.ep = epoll_create1(EPOLL_CLOEXEC);
     natsOptions *opts = nullptr;
@@ -129,18 +138,25 @@ int run_eventloop(const std::string &url, const std::string &subject, const std:
         std::fprintf(stderr, "js_ceiling: cannot connect to %s: %s\n", url.c_str(), natsStatus_GetText(s));
         return 1;
     }
-    long sent = 0, answered = 0, ok = 0, dup = 0, err = 0;
+    // answered, ok, dup, err count answers (one per message sent with a reply);
+    // done: messages up to the last one answered, for the in-flight window.
+    long sent = 0, replies = 0, answered = 0, done = 0, ok = 0, dup = 0, err = 0;
     char reply[160];
     std::string id, scratch;
     const double t0 = now_s();
     const double give_up = t0 + 600;  // bounded: never more than 10 minutes
-    while (answered < count && now_s() < give_up) {
-        while (sent < count && sent - answered < max_pending) {
+    while ((sent < count || answered < replies) && now_s() < give_up) {
+        // --rate: what is due by now, sent in one go every 5 ms (as creek's batch_delay)
+        const double tick = 0.005 * std::floor((now_s() - t0) / 0.005);
+        const long due = rate > 0 ? std::min(count, long(tick * rate)) : count;
+        while (sent < due && sent - done < max_pending) {
             id = id_prefix + "/" + std::to_string(sent);
+            // --ack-every: a reply on one message in K and on the last one of each burst
+            const bool with_reply = ack_every <= 1 || (sent + 1) % ack_every == 0 || sent + 1 == due;
             std::snprintf(reply, sizeof reply, "%s%ld", prefix.c_str(), sent);
             natsMsg *m = nullptr;
-            s = creek::make_nats_msg(&m, subject.c_str(), reply, id, std::string(), payload.data(), size,
-                                     scratch);
+            s = creek::make_nats_msg(&m, subject.c_str(), with_reply ? reply : nullptr, id, std::string(),
+                                     payload.data(), size, scratch);
             if (s == NATS_OK) s = natsConnection_PublishMsg(nc, m);
             creek::free_nats_msg(m);
             if (s != NATS_OK) {
@@ -148,9 +164,10 @@ int run_eventloop(const std::string &url, const std::string &subject, const std:
                 return 1;
             }
             sent++;
+            if (with_reply) replies++;
         }
         epoll_event evs[2];
-        int n = epoll_wait(loop.ep, evs, 2, 100);
+        int n = epoll_wait(loop.ep, evs, 2, rate > 0 && sent < count ? 5 : 100);
         for (int i = 0; i < n; i++) {
             if (evs[i].events & EPOLLOUT) natsConnection_ProcessWriteEvent(nc);
             if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) natsConnection_ProcessReadEvent(nc);
@@ -164,6 +181,9 @@ int run_eventloop(const std::string &url, const std::string &subject, const std:
                 err++;
                 continue;
             }
+            const char *subj = natsMsg_GetSubject(m);
+            if (subj != nullptr && std::strncmp(subj, prefix.c_str(), prefix.size()) == 0)
+                done = std::max(done, std::atol(subj + prefix.size()) + 1);
             const char *d = natsMsg_GetData(m);
             if (d == nullptr || std::strstr(d, "\"error\"") != nullptr) err++;
             else {
@@ -174,25 +194,30 @@ int run_eventloop(const std::string &url, const std::string &subject, const std:
         }
     }
     const double dt = now_s() - t0;
+    // with --ack-every, one answer stands for the messages since the previous one
+    const bool complete = sent == count && answered == replies && ok == replies && err == 0;
+    const long stored = complete ? count : (ack_every <= 1 ? ok : 0);
     std::printf("{\"mode\": \"eventloop\", \"count\": %ld, \"size\": %ld, \"max_pending\": %ld, "
+                "\"rate\": %.1f, \"ack_every\": %ld, \"answers\": %ld, "
                 "\"seconds\": %.6f, \"msgs_per_s\": %.1f, \"mb_per_s\": %.3f, \"acked\": %ld, "
                 "\"duplicates\": %ld, \"errors\": %ld, \"stalls\": 0, \"complete\": \"%s\"}\n",
-                count, size, max_pending, dt, ok / dt, double(ok) * double(size) / dt / 1e6, ok, dup, err,
-                answered == count ? "OK" : "incomplete");
+                count, size, max_pending, rate, ack_every, answered, dt, stored / dt,
+                double(stored) * double(size) / dt / 1e6, stored, dup, err, complete ? "OK" : "incomplete");
     std::fflush(stdout);
     natsSubscription_Destroy(sub);
     natsInbox_Destroy(inbox);
     natsConnection_Destroy(nc);
     natsOptions_Destroy(opts);
     nats_CloseAndWait(5000);
-    return (ok == count && err == 0) ? 0 : 1;
+    return complete ? 0 : 1;
 }
 
 }  // namespace
 
 int main(int argc, char **argv) {
     std::string url = "nats://127.0.0.1:4222", subject, id_prefix = "0/1A2B3C4D", mode = "async";
-    long size = -1, count = -1, max_pending = 4096, ack_timeout_ms = 5000;
+    long size = -1, count = -1, max_pending = 4096, ack_timeout_ms = 5000, ack_every = 1;
+    double rate = 0;
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
         if (i + 1 >= argc) usage();
@@ -205,17 +230,21 @@ int main(int argc, char **argv) {
         else if (a == "--ack-timeout-ms") ack_timeout_ms = std::atol(v);
         else if (a == "--id-prefix") id_prefix = v;
         else if (a == "--mode") mode = v;
+        else if (a == "--rate") rate = std::atof(v);
+        else if (a == "--ack-every") ack_every = std::atol(v);
         else usage();
     }
     if (subject.empty() || size < 0 || count <= 0 || max_pending <= 0) usage();
     if (mode != "async" && mode != "eventloop") usage();
+    if ((rate > 0 || ack_every > 1) && mode != "eventloop") usage();
 
     std::vector<char> payload(size_t(size) + 1);
     std::mt19937 rng(42);
     for (auto &b : payload) b = char(rng());
     payload[0] = char(0xC3);  // looks like a single-object payload; JetStream does not care
     if (size > 1) payload[1] = 0x01;
-    if (mode == "eventloop") return run_eventloop(url, subject, payload, size, count, max_pending, id_prefix);
+    if (mode == "eventloop") return run_eventloop(url, subject, payload, size, count, max_pending, id_prefix, rate,
+                                                       ack_every);
 
     natsOptions *opts = nullptr;
     natsConnection *nc = nullptr;
