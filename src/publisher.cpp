@@ -55,6 +55,7 @@
 // resumes only once the probe is acknowledged.
 #include "publisher.hpp"
 #include "nats_msg.hpp"
+#include "js_answer.hpp"
 
 #include <nats/nats.h>
 
@@ -373,89 +374,14 @@ private:
     std::thread t_;
 };
 
-// Reads "<inbox><position>.<send number>" (the reply subject of a message).
-bool parse_reply(const char *subj, size_t prefix_len, uint64_t *pos, uint64_t *no) {
-    if (subj == nullptr || std::strlen(subj) <= prefix_len) return false;
-    char *end = nullptr;
-    errno = 0;
-    unsigned long long p = std::strtoull(subj + prefix_len, &end, 10);
-    if (errno != 0 || end == nullptr || *end != '.') return false;
-    const char *rest = end + 1;
-    unsigned long long n = std::strtoull(rest, &end, 10);
-    if (errno != 0 || end == rest || *end != '\0') return false;
-    *pos = p;
-    *no = n;
-    return true;
-}
-
-// What JetStream answered to one publish: {"stream":..,"seq":..} (maybe with
-// "duplicate":true, also a success), {"error":{"code":..,"err_code":..,
-// "description":".."}}, or an empty message with status 503 (no stream takes
-// the subject).
-struct PubAnswer {
-    bool ok = false;
-    bool duplicate = false;  // the message id was stored before
-    uint64_t seq = 0;        // the stream sequence of the stored message
-    int status = 0;      // natsStatus on failure
-    int err_code = 0;    // JetStream error code on failure
-    std::string text;
-};
-
-// Where needle starts in the len bytes at d, or nullptr (no allocation: this
-// runs for every acknowledgement).
-const char *find(const char *d, size_t len, const char *needle) {
-    return static_cast<const char *>(memmem(d, len, needle, std::strlen(needle)));
-}
-
+// JetStream's answer to one publish (src/js_answer.cpp reads it).
 PubAnswer parse_answer(natsMsg *m) {
-    PubAnswer a;
     const char *d = natsMsg_GetData(m);
     int n = natsMsg_GetDataLength(m);
-    size_t len = n > 0 ? size_t(n) : 0;
-    if (d == nullptr || len == 0) {
-        const char *st = nullptr;
-        a.status = int(NATS_ERR);
-        if (natsMsgHeader_Get(m, "Status", &st) == NATS_OK && st != nullptr && std::strncmp(st, "503", 3) == 0) {
-            a.status = int(NATS_NO_RESPONDERS);
-            a.text = "no responders: no stream takes the subject";
-        } else {
-            a.text = "empty answer from the server";
-        }
-        return a;
-    }
-    const char *end = d + len;
-    if (find(d, len, "\"error\"") == nullptr) {
-        const char *k = find(d, len, "\"seq\"");
-        a.ok = k != nullptr;
-        if (a.ok) {
-            const char *colon = static_cast<const char *>(std::memchr(k, ':', size_t(end - k)));
-            if (colon != nullptr) a.seq = std::strtoull(colon + 1, nullptr, 10);
-            // nats-server 2.9 writes `"duplicate": true`
-            if (const char *dk = find(d, len, "\"duplicate\"")) {
-                const char *v = dk + 11;
-                while (v < end && (*v == ':' || *v == ' ')) v++;
-                a.duplicate = end - v >= 4 && std::memcmp(v, "true", 4) == 0;
-            }
-        }
-        if (!a.ok) {
-            a.status = int(NATS_ERR);
-            a.text = "unexpected answer: " + std::string(d, std::min<size_t>(len, 200));
-        }
-        return a;
-    }
-    a.status = int(NATS_ERR);
-    if (const char *k = find(d, len, "\"err_code\"")) {
-        const char *colon = static_cast<const char *>(std::memchr(k, ':', size_t(end - k)));
-        if (colon != nullptr) a.err_code = int(std::strtol(colon + 1, nullptr, 10));
-    }
-    if (const char *k = find(d, len, "\"description\"")) {
-        const char *colon = static_cast<const char *>(std::memchr(k, ':', size_t(end - k)));
-        const char *q = colon ? static_cast<const char *>(std::memchr(colon, '"', size_t(end - colon))) : nullptr;
-        const char *e = q ? static_cast<const char *>(std::memchr(q + 1, '"', size_t(end - q - 1))) : nullptr;
-        if (q != nullptr) a.text.assign(q + 1, e ? e : end);
-    }
-    if (a.text.empty()) a.text.assign(d, std::min<size_t>(len, 200));
-    return a;
+    size_t len = d != nullptr && n > 0 ? size_t(n) : 0;
+    const char *status = nullptr;
+    if (len == 0 && natsMsgHeader_Get(m, "Status", &status) != NATS_OK) status = nullptr;
+    return parse_pub_answer(d, len, status);
 }
 
 }  // namespace
@@ -991,7 +917,7 @@ void Publisher::Impl::apply_acks() {
         }
         if (ns != NATS_OK) break;   // NATS_TIMEOUT: none left
         uint64_t pos = 0, no = 0;
-        bool mine = parse_reply(natsMsg_GetSubject(m), inbox.size(), &pos, &no) && pos > acked &&
+        bool mine = parse_reply_subject(natsMsg_GetSubject(m), inbox.size(), &pos, &no) && pos > acked &&
                     pos <= last_pos;
         if (!mine || entry(pos).st != InFlight || entry(pos).send_no != no) {
             free_nats_msg(m);   // for an earlier send, resolved already
@@ -1032,12 +958,13 @@ void Publisher::Impl::apply_acks() {
         last_ack[e.stream].no = 0;
         if (failures++ == 0) {
             char buf[96];
-            std::snprintf(buf, sizeof buf, " (status %d, JetStream error code %d)", r.status, r.err_code);
+            const int status = int(r.failure == PubAnswer::NoResponders ? NATS_NO_RESPONDERS : NATS_ERR);
+            std::snprintf(buf, sizeof buf, " (status %d, JetStream error code %d)", status, r.err_code);
             first_failure = "publish of message " + e.id + " to " + *e.subject + " failed: " + r.text + buf;
         }
         mark_failed(e);
         if (r.err_code == kJSMessageTooLargeErr) too_large = true;
-        if (r.status == int(NATS_NO_RESPONDERS) || r.err_code == 10059 /* stream not found */)
+        if (r.failure == PubAnswer::NoResponders || r.err_code == 10059 /* stream not found */)
             streams_ok = false;   // let ensure_ready() (re)create the streams
     }
     if (any_success) backoff_ms = std::max<int64_t>(cfg.retry_backoff_min_ms, 0);
