@@ -9,7 +9,7 @@
 //   g++ -O2 -std=c++17 -Isrc -o js_ceiling bench/js_ceiling.cpp src/nats_msg.cpp -lnats -ldl
 //   js_ceiling --url nats://127.0.0.1:4222 --subject CEIL.x --size 115 --count 200000
 //
-// --mode eventloop publishes the way creek's publisher does (src/publisher.cpp):
+// --mode eventloop publishes the way creek's publisher does (src/publisher*.cpp):
 // the connection on an event loop of its own (epoll, natsOptions_SetEventLoop,
 // SendAsap), plain publishes with a Nats-Msg-Id header and a reply subject,
 // and JetStream's answers read from one synchronous subscription: no nats.c
