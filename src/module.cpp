@@ -48,7 +48,9 @@ static void wait_for_slot_release(const char *name);
 static Oid stop_worker_of(const char *dbname)
 {
     Oid dboid = get_database_oid(dbname, true);
-    if (!OidIsValid(dboid) || creek_shared == nullptr)
+    // (a role that may not drop it gets DROP DATABASE's own error, and the
+    // worker streams on undisturbed)
+    if (!OidIsValid(dboid) || creek_shared == nullptr || !pg_database_ownercheck(dboid, GetUserId()))
         return InvalidOid;
     stop_worker_and_wait(dboid);
     char name[NAMEDATALEN];

@@ -190,20 +190,28 @@ void creek_forget_db(Oid dboid)
     SpinLockRelease(&creek_shared->mutex);
 }
 
+// Where dboid is in the ring of dropped databases, or -1 (caller holds the mutex).
+static int dropped_index(Oid dboid)
+{
+    int n = (int) Min(creek_shared->ndropped, (uint32) CREEK_MAX_DROPPED);
+    for (int i = 0; i < n; i++)
+        if (creek_shared->dropped[i] == dboid)
+            return i;
+    return -1;
+}
+
 void creek_mark_db_dropped(Oid dboid)
 {
     SpinLockAcquire(&creek_shared->mutex);
-    creek_shared->dropped[creek_shared->ndropped++ % CREEK_MAX_DROPPED] = dboid;
+    if (dropped_index(dboid) < 0)   // (each oid at most once in the ring)
+        creek_shared->dropped[creek_shared->ndropped++ % CREEK_MAX_DROPPED] = dboid;
     SpinLockRelease(&creek_shared->mutex);
 }
 
 bool creek_db_dropped(Oid dboid)
 {
-    bool found = false;
     SpinLockAcquire(&creek_shared->mutex);
-    int n = (int) Min(creek_shared->ndropped, (uint32) CREEK_MAX_DROPPED);
-    for (int i = 0; i < n && !found; i++)
-        found = creek_shared->dropped[i] == dboid;
+    bool found = dropped_index(dboid) >= 0;
     SpinLockRelease(&creek_shared->mutex);
     return found;
 }
@@ -302,9 +310,9 @@ bool creek_request_launch(Oid dboid)
         queued = true;
     }
     // (a database created later with a dropped one's oid, after oid wraparound)
-    for (int i = 0; i < (int) Min(creek_shared->ndropped, (uint32) CREEK_MAX_DROPPED); i++)
-        if (creek_shared->dropped[i] == dboid)
-            creek_shared->dropped[i] = InvalidOid;
+    int d = dropped_index(dboid);
+    if (d >= 0)
+        creek_shared->dropped[d] = InvalidOid;
     latch = creek_shared->launcher_latch;
     SpinLockRelease(&creek_shared->mutex);
     if (latch)

@@ -264,6 +264,27 @@ def test_view_forgets_a_dropped_extension_or_database(pg, make_db):
     assert watcher.stat()["state"] == "streaming"
 
 
+def test_drop_database_by_a_non_owner_leaves_the_worker_alone(make_db):
+    """DROP DATABASE by a role that may not drop the database fails with
+    Postgres' own error and does not stop or restart the database's worker."""
+    db = make_db("l_dropown")
+    db.sql("CREATE TABLE t (id int PRIMARY KEY)")
+    db.add_table("t")
+    db.wait_streaming(20)
+    pid = db.stat()["pid"]
+    role = db.name + "_r"
+    db.pg.psql("CREATE ROLE %s LOGIN" % quote_ident(role))
+    try:
+        with pytest.raises(PsqlError, match="must be owner of database"):
+            db.pg.psql("SET ROLE %s; DROP DATABASE %s" % (quote_ident(role), quote_ident(db.name)))
+        assert db.stat()["pid"] == pid
+        db.sql("INSERT INTO t VALUES (1)")
+        db.wait_wal_count(1)
+        assert db.stat()["pid"] == pid
+    finally:
+        db.pg.psql("DROP ROLE %s" % quote_ident(role))
+
+
 def test_failed_drop_database_keeps_streaming(make_db):
     """A DROP DATABASE that fails (another session is connected) leaves the
     database streaming from its slot, nothing lost."""
