@@ -598,33 +598,36 @@ class Bench:
         self.nc.delete_stream(CEIL_STREAM)
         self.r["js_ceiling"] = res
 
+    def fresh_ceiling_stream(self, base):
+        """A new, empty CEIL_STREAM configured as base; a message id prefix no
+        earlier js_ceiling run used."""
+        self.nc.delete_stream(CEIL_STREAM)
+        cr = self.nc.create_stream(dict(base, name=CEIL_STREAM, subjects=[CEIL_STREAM + ".>"]))
+        if cr is None or "error" in cr:
+            raise BenchError("cannot create stream %s: %r" % (CEIL_STREAM, cr))
+        self.ceiling_runs = getattr(self, "ceiling_runs", 0) + 1
+        return "0/%X" % (0x1A2B3C4D + self.ceiling_runs)
+
     def one_ceiling(self, base, kind, mp, mode="async", n=None, when=""):
         n = n or self.cfg["ceiling_msgs"]
-        self.ceiling_runs = getattr(self, "ceiling_runs", 0) + 1
-        if True:
-            if True:
-                self.nc.delete_stream(CEIL_STREAM)
-                cfg = dict(base, name=CEIL_STREAM, subjects=[CEIL_STREAM + ".>"])
-                cr = self.nc.create_stream(cfg)
-                if cr is None or "error" in cr:
-                    raise BenchError("cannot create stream %s: %r" % (CEIL_STREAM, cr))
-                audit = self.audit_start()
-                ncpu0 = proc_cpu_seconds(self.nats.pid)
-                out = self.run([self.args.js_ceiling, "--url", self.nats.url,
-                                "--subject", "%s.%s.wal.public.%s_big" % (CEIL_STREAM, DB, kind),
-                                "--size", str(self.sizes[kind]), "--count", str(n),
-                                "--max-pending", str(mp), "--ack-timeout-ms", "5000", "--mode", mode,
-                                "--id-prefix", "0/%X" % (0x1A2B3C4D + self.ceiling_runs)],
-                               900, "js_ceiling")
-                j = json.loads(out.strip().splitlines()[-1])
-                ncpu1 = proc_cpu_seconds(self.nats.pid)
-                j["kind"] = kind
-                j["nats_cpu_s"] = None if ncpu0 is None or ncpu1 is None else ncpu1 - ncpu0
-                self.audit_stop(audit, "JetStream ceiling%s, %s, %s, MaxPending %d" % (when, kind, mode, mp))
-                log("%sJetStream ceiling%s, %s (%d B), %s, MaxPending %d: %.0f msgs/s (%.1f MB/s), "
-                    "nats-server %s µs/msg" % ("  " if when else "", when, kind, j["size"], mode, mp,
-                                               j["msgs_per_s"], j["mb_per_s"], per_msg_us(j)))
-                return j
+        id_prefix = self.fresh_ceiling_stream(base)
+        audit = self.audit_start()
+        ncpu0 = proc_cpu_seconds(self.nats.pid)
+        out = self.run([self.args.js_ceiling, "--url", self.nats.url,
+                        "--subject", "%s.%s.wal.public.%s_big" % (CEIL_STREAM, DB, kind),
+                        "--size", str(self.sizes[kind]), "--count", str(n),
+                        "--max-pending", str(mp), "--ack-timeout-ms", "5000", "--mode", mode,
+                        "--id-prefix", id_prefix],
+                       900, "js_ceiling")
+        j = json.loads(out.strip().splitlines()[-1])
+        ncpu1 = proc_cpu_seconds(self.nats.pid)
+        j["kind"] = kind
+        j["nats_cpu_s"] = None if ncpu0 is None or ncpu1 is None else ncpu1 - ncpu0
+        self.audit_stop(audit, "JetStream ceiling%s, %s, %s, MaxPending %d" % (when, kind, mode, mp))
+        log("%sJetStream ceiling%s, %s (%d B), %s, MaxPending %d: %.0f msgs/s (%.1f MB/s), "
+            "nats-server %s µs/msg" % ("  " if when else "", when, kind, j["size"], mode, mp,
+                                       j["msgs_per_s"], j["mb_per_s"], per_msg_us(j)))
+        return j
 
     def ceiling_runs_of(self, kind, mp=None):
         mp = mp or self.max_in_flight
@@ -998,15 +1001,11 @@ class Bench:
         w = [x for x in self.r_tps_runs if x["condition"] == "with" and x["round"] == rnd + 1][-1]
         rate, size = w["messages_per_s"], w["message_bytes"]
         secs = self.cfg["tps_secs"]
-        self.nc.delete_stream(CEIL_STREAM)
-        cr = self.nc.create_stream(dict(self.load_stream_base, name=CEIL_STREAM, subjects=[CEIL_STREAM + ".>"]))
-        if cr is None or "error" in cr:
-            raise BenchError("cannot create stream %s: %r" % (CEIL_STREAM, cr))
-        self.ceiling_runs = getattr(self, "ceiling_runs", 0) + 1
+        id_prefix = self.fresh_ceiling_stream(self.load_stream_base)
         args = [self.args.js_ceiling, "--url", self.nats.url, "--subject", "%s.%s.wal.public.pgbench" % (
                     CEIL_STREAM, TPCB_DB), "--size", str(size), "--count", str(max(int(rate * secs), 1)),
                 "--rate", "%.1f" % rate, "--ack-every", str(self.ack_every), "--mode", "eventloop",
-                "--max-pending", str(self.max_in_flight), "--id-prefix", "0/%X" % (0x5A000000 + self.ceiling_runs)]
+                "--max-pending", str(self.max_in_flight), "--id-prefix", id_prefix]
         return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     @staticmethod
