@@ -3,14 +3,31 @@
 
 #include <cstdio>
 
-static XLogReaderRoutine *creek_xlog_routine()
+// The streaming worker's page reader: only WAL that is flushed. A record whose
+// end is not flushed yet (the flush position can stop inside a record) makes
+// XLogReadRecord return nothing, cleanly, and the worker reads it on a later
+// turn. read_local_xlog_page alone would sleep in a loop until that part is
+// flushed, which can take seconds when nothing else commits, and the worker's
+// publishing would stop meanwhile.
+static int read_flushed_xlog_page(XLogReaderState *state, XLogRecPtr targetPagePtr, int reqLen,
+                                  XLogRecPtr targetRecPtr, char *cur_page)
+{
+    if (targetPagePtr + reqLen > GetFlushRecPtr(nullptr))
+        return XLREAD_WOULDBLOCK;
+    return read_local_xlog_page(state, targetPagePtr, reqLen, targetRecPtr, cur_page);
+}
+
+// wait: read_local_xlog_page (waits for WAL; finding a new slot's start point
+// needs it), else read_flushed_xlog_page.
+static XLogReaderRoutine *creek_xlog_routine(bool wait)
 {
     // XL_ROUTINE() is a C compound literal; set the fields one by one.
-    static XLogReaderRoutine routine;
-    routine.page_read = read_local_xlog_page;
-    routine.segment_open = wal_segment_open;
-    routine.segment_close = wal_segment_close;
-    return &routine;
+    static XLogReaderRoutine routines[2];
+    XLogReaderRoutine *routine = &routines[wait ? 1 : 0];
+    routine->page_read = wait ? read_local_xlog_page : read_flushed_xlog_page;
+    routine->segment_open = wal_segment_open;
+    routine->segment_close = wal_segment_close;
+    return routine;
 }
 
 // creek's plugin writes nothing through the output plugin writer interface.
@@ -55,7 +72,7 @@ void creek_slot_create(const char *name)
     CheckLogicalDecodingRequirements();
     ReplicationSlotCreate(name, true, RS_EPHEMERAL, false);
     LogicalDecodingContext *ctx = CreateInitDecodingContext(
-        "creek", NIL, false, InvalidXLogRecPtr, creek_xlog_routine(), prepare_write, do_write, nullptr);
+        "creek", NIL, false, InvalidXLogRecPtr, creek_xlog_routine(true), prepare_write, do_write, nullptr);
     DecodingContextFindStartpoint(ctx);
     FreeDecodingContext(ctx);
     ReplicationSlotPersist();
@@ -72,7 +89,7 @@ LogicalDecodingContext *creek_slot_open(const char *name)
                  errdetail("The WAL it needed was removed (max_slot_wal_keep_size); changes since its last confirmed position cannot be streamed."),
                  errhint("Drop the slot with pg_drop_replication_slot('%s'); creek creates a new one and streams from then on. Take snapshots of the published tables to resynchronize consumers.", name)));
     LogicalDecodingContext *ctx = CreateDecodingContext(
-        InvalidXLogRecPtr, NIL, false, creek_xlog_routine(), prepare_write, do_write, nullptr);
+        InvalidXLogRecPtr, NIL, false, creek_xlog_routine(false), prepare_write, do_write, nullptr);
     XLogBeginRead(ctx->reader, MyReplicationSlot->data.restart_lsn);
     return ctx;
 }

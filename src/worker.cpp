@@ -479,7 +479,9 @@ static void worker_exit(int code, Datum arg)
 }
 
 // Decodes WAL up to the flush position while the publisher has room, for at
-// most ~100 ms. Returns true when it stopped with more WAL to read.
+// most ~100 ms. Returns true when it stopped with more WAL to read. The
+// reader never waits (see creek_slot_open): a record not flushed to its end
+// is read on a later turn.
 static bool decode_some(CreekStream *st)
 {
     XLogRecPtr flush = GetFlushRecPtr(nullptr);
@@ -493,8 +495,11 @@ static bool decode_some(CreekStream *st)
         if (errm)
             ereport(ERROR, (errmsg("creek could not read WAL at %X/%X: %s",
                                    LSN_FORMAT_ARGS(decoding_ctx->reader->EndRecPtr), errm)));
-        if (record != nullptr)
-            LogicalDecodingProcessRecord(decoding_ctx, decoding_ctx->reader);
+        if (record == nullptr) {   // the rest of the next record is not flushed yet
+            CurrentResourceOwner = worker_owner;
+            return false;
+        }
+        LogicalDecodingProcessRecord(decoding_ctx, decoding_ctx->reader);
         CurrentResourceOwner = worker_owner;
         CHECK_FOR_INTERRUPTS();
         if (++n % 256 == 0) {
