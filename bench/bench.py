@@ -380,7 +380,9 @@ class Bench:
     # -- servers --------------------------------------------------------
     def start(self):
         log("starting nats-server and PostgreSQL")
-        self.nats = NatsServer()
+        self.nats_store = tempfile.mkdtemp(prefix="creek-bench-nats-", dir=self.args.nats_store) \
+            if self.args.nats_store else None
+        self.nats = NatsServer(store_dir=self.nats_store)
         self.nats.start()
         conf = dict(PG_CONF)
         conf["creek.nats_url"] = self.nats.url
@@ -411,6 +413,8 @@ class Bench:
                 pass
         cleanup_all()
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if getattr(self, "nats_store", None):
+            shutil.rmtree(self.nats_store, ignore_errors=True)
 
     def environment(self):
         def cmd(args):
@@ -457,6 +461,7 @@ class Bench:
             "max_in_flight": self.max_in_flight,
             "pg_conf": {k: v for k, v in self.pg_conf.items() if k != "creek.nats_url"},
             "pg_conf_servers_py": {k: PgCluster.DEFAULTS[k] for k in ("fsync", "synchronous_commit")},
+            "nats_store": self.args.nats_store,
         }
 
     # -- helpers --------------------------------------------------------
@@ -1478,11 +1483,11 @@ plot "{dat}" using 1:($3*100):xtic(2) with boxes lc rgb "#4477aa", \\
     def method_text(self, env):
         return """## Method
 
-- **Servers**: one `nats-server -js` (file store in a temporary directory) and one PostgreSQL 15
+- **Servers**: one `nats-server -js` (file store in %s) and one PostgreSQL 15
   cluster from `test/lib/servers.py`, both on 127.0.0.1. servers.py sets `fsync = off` (throwaway
   cluster; commits still write WAL, nothing waits for the disk): the workloads are CPU-bound, the
-  harshest case for creek's share of the CPU. `--pg-conf fsync=on` changes it. The bench adds:
-  %s.
+  harshest case for creek's share of the CPU. `--pg-conf fsync=on` changes it, `--nats-store DIR`
+  puts nats-server's store elsewhere. The bench adds: %s.
 - **Message sizes**: 2,000 warm-up rows per table; creek's Avro payload bytes per message from
   `creek.pg_stat_creek_tables` (bytes / messages). Narrow: `%s`. Wide: 30 columns (id, 5 int,
   3 bigint, timestamptz, numeric, boolean, 18 text of %d characters), a heap tuple just below
@@ -1530,7 +1535,8 @@ plot "{dat}" using 1:($3*100):xtic(2) with boxes lc rgb "#4477aa", \\
 - **Other load**: CPU time of every process (with its reaped children's) from `/proc` at the start and end of each measurement;
   a measurement during which other processes used more than %.0f%% of the machine is discarded and
   measured again once (`--retries`).
-""" % (", ".join("`%s = %s`" % (k, v) for k, v in env.get("pg_conf", {}).items()),
+""" % ("a temporary directory under `%s`" % env["nats_store"] if env.get("nats_store") else "a temporary directory",
+       ", ".join("`%s = %s`" % (k, v) for k, v in env.get("pg_conf", {}).items()),
        NARROW_COLS, TEXT_LEN, WAL_STREAM, env.get("max_in_flight", "?"), OTHERS_WARN)
 
     def summary(self):
@@ -1601,6 +1607,8 @@ def main():
                     "(default 1, quick: 0)")
     ap.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
                     help="first wait up to SECONDS for other processes to use < %.0f%%%% of the CPU" % OTHERS_WARN)
+    ap.add_argument("--nats-store", metavar="DIR", help="nats-server's store directory (default: a new "
+                    "directory under /tmp), e.g. on another disk than Postgres' WAL")
     ap.add_argument("--pg-conf", action="append", metavar="KEY=VALUE", help="extra postgresql.conf setting")
     for k, v in FULL.items():
         ap.add_argument("--" + k.replace("_", "-"), type=int, dest=k, help="default %s (quick: %s)" % (v, QUICK[k]))

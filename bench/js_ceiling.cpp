@@ -23,7 +23,8 @@
 // uses both to load nats-server with creek's messages, without creek.
 //
 // The stream must exist (bench/bench.py creates it with the configuration of
-// creek's own wal stream). Exit status 0 when every message was acknowledged.
+// creek's own wal stream). Exit status 0 when every message was acknowledged;
+// a lost connection ends the run at once (no reconnect), with status 1.
 #include <nats/nats.h>
 #include <sys/epoll.h>
 
@@ -129,6 +130,8 @@ int run_eventloop(const std::string &url, const std::string &subject, const std:
     if (s == NATS_OK) s = natsOptions_SetEventLoop(opts, &loop, ev_attach, ev_read, ev_write, ev_detach);
     if (s == NATS_OK) s = natsOptions_SetSendAsap(opts, true);
     if (s == NATS_OK) s = natsOptions_SetIOBufSize(opts, 256 * 1024);
+    // a lost connection ends the run (no reconnect buffer to fill, no loop on a dead socket)
+    if (s == NATS_OK) s = natsOptions_SetAllowReconnect(opts, false);
     if (s == NATS_OK) s = natsConnection_Connect(&nc, opts);
     if (s == NATS_OK) s = natsInbox_Create(&inbox);
     std::string prefix = std::string(inbox ? inbox : "") + ".";
@@ -145,7 +148,7 @@ int run_eventloop(const std::string &url, const std::string &subject, const std:
     std::string id, scratch;
     const double t0 = now_s();
     const double give_up = t0 + 600;  // bounded: never more than 10 minutes
-    while ((sent < count || answered < replies) && now_s() < give_up) {
+    while ((sent < count || answered < replies) && now_s() < give_up && !natsConnection_IsClosed(nc)) {
         // --rate: what is due by now, sent in one go every 5 ms (as creek's batch_delay)
         const double tick = 0.005 * std::floor((now_s() - t0) / 0.005);
         const long due = rate > 0 ? std::min(count, long(tick * rate)) : count;
@@ -176,11 +179,11 @@ int run_eventloop(const std::string &url, const std::string &subject, const std:
             natsMsg *m = nullptr;
             s = natsSubscription_NextMsg(&m, sub, 0);
             if (s == NATS_TIMEOUT) break;
-            answered++;
-            if (s != NATS_OK) {
+            if (s != NATS_OK) {  // the connection is closed: the outer loop ends too
                 err++;
-                continue;
+                break;
             }
+            answered++;
             const char *subj = natsMsg_GetSubject(m);
             if (subj != nullptr && std::strncmp(subj, prefix.c_str(), prefix.size()) == 0)
                 done = std::max(done, std::atol(subj + prefix.size()) + 1);
@@ -254,6 +257,7 @@ int main(int argc, char **argv) {
     if (s == NATS_OK) s = natsOptions_SetURL(opts, url.c_str());
     if (s == NATS_OK) s = natsOptions_SetName(opts, "creek-bench-js-ceiling");
     if (s == NATS_OK) s = natsOptions_SetTimeout(opts, 5000);
+    if (s == NATS_OK) s = natsOptions_SetAllowReconnect(opts, false);  // a lost connection ends the run
     if (s == NATS_OK) s = natsConnection_Connect(&nc, opts);
     if (s != NATS_OK) {
         std::fprintf(stderr, "js_ceiling: cannot connect to %s: %s\n", url.c_str(), natsStatus_GetText(s));
@@ -276,7 +280,7 @@ int main(int argc, char **argv) {
     long stalls = 0, local_errors = 0;
     const double t0 = now_s();
     const double give_up = t0 + 600;  // bounded: never more than 10 minutes
-    for (long i = 0; i < count; i++) {
+    for (long i = 0; i < count && !natsConnection_IsClosed(nc); i++) {
         natsMsg *m = nullptr;
         s = natsMsg_Create(&m, subject.c_str(), nullptr, payload.data(), int(size));
         if (s != NATS_OK) {
@@ -293,7 +297,7 @@ int main(int argc, char **argv) {
             if (s == NATS_OK) break;           // m now belongs to the library
             if (s == NATS_TIMEOUT) {            // stalled on a full window: try again
                 stalls++;
-                if (now_s() > give_up) break;
+                if (now_s() > give_up || natsConnection_IsClosed(nc)) break;
                 continue;
             }
             break;
@@ -307,7 +311,7 @@ int main(int argc, char **argv) {
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MaxWait = 120000;
-    natsStatus cs = js_PublishAsyncComplete(js, &po);
+    natsStatus cs = natsConnection_IsClosed(nc) ? NATS_CONNECTION_CLOSED : js_PublishAsyncComplete(js, &po);
     const double t1 = now_s();
     const double dt = t1 - t0;
     long ok = c.ok.load(), err = c.err.load() + local_errors;
