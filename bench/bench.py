@@ -516,9 +516,11 @@ class Bench:
                 time.sleep(0.05)
 
     def worker_pid(self, db=DB):
+        # (creek's view, not pg_stat_activity: right after CREATE EXTENSION a second worker
+        # started for the database may be seen there for a moment, before it finds the
+        # database taken and exits)
         with PgConn(self.pg.port, db, timeout=1800, appname="creek-bench") as c:
-            pid = c.scalar("SELECT pid FROM pg_stat_activity WHERE backend_type = 'creek worker' "
-                           "AND datname = current_database()")
+            pid = c.scalar("SELECT pid FROM creek.pg_stat_creek WHERE datname = current_database()")
         return int(pid) if pid else None
 
     def flush_lsn(self, conn=None):
@@ -708,7 +710,7 @@ class Bench:
         rows, label, table, c = self.start_workload(w, "live")
         pid = self.worker_pid()
         if pid is None:
-            raise BenchError("no creek worker in pg_stat_activity")
+            raise BenchError("no creek worker in creek.pg_stat_creek")
         stats0 = self.table_stats()
         cpu0, ncpu0 = proc_cpu_seconds(pid), proc_cpu_seconds(self.nats.pid)
         sampler = MemSampler(pid)
@@ -948,6 +950,9 @@ class Bench:
         # the "nats-only" runs publish into a stream configured as creek's
         self.load_stream_base = self.ceiling_stream_base()
         self.ack_every = int(self.conn.scalar("SHOW creek.ack_every"))
+        # (it sends what is due every creek.batch_delay, at least every millisecond, as the worker does)
+        bd = re.match(r"(\d+)\s*(ms|s)?$", self.conn.scalar("SHOW creek.batch_delay").strip())
+        self.batch_delay_ms = int(bd.group(1)) * (1000 if bd.group(2) == "s" else 1) if bd else 5
         # no other creek worker may decode the WAL during this phase
         self.conn.query("DROP EXTENSION creek")
         self.wait_no_worker(DB)
@@ -960,6 +965,8 @@ class Bench:
         # "nats-only" (right after "with": it replays that run's message rate) needs no creek
         conditions = ["without", "with", "nats-only"] + (["decode-only", "pg_recvlogical"]
                                                         if not self.args.quick else [])
+        if self.args.tps_conditions:
+            conditions = [x for x in conditions if x in self.args.tps_conditions.split(",")]
         runs = []
         self.r_tps_runs = []   # every run so far, retried ones too (nats-only reads "with"'s rate)
         for rnd in range(cfg["tps_rounds"]):
@@ -1001,7 +1008,7 @@ class Bench:
         """nats-only: a plain nats.c publisher (js_ceiling --rate) sends, during the
         measured pgbench run, as many messages per second as creek published in this
         round's "with" run, of the same mean size, with a reply on one in ack_every,
-        into a stream configured as creek's. No creek: what JetStream's own work at
+        in one burst every creek.batch_delay, into a stream configured as creek's. No creek: what JetStream's own work at
         creek's message rate costs pgbench on this machine."""
         w = [x for x in self.r_tps_runs if x["condition"] == "with" and x["round"] == rnd + 1][-1]
         rate, size = w["messages_per_s"], w["message_bytes"]
@@ -1009,7 +1016,8 @@ class Bench:
         id_prefix = self.fresh_ceiling_stream(self.load_stream_base)
         args = [self.args.js_ceiling, "--url", self.nats.url, "--subject", "%s.%s.wal.public.pgbench" % (
                     CEIL_STREAM, TPCB_DB), "--size", str(size), "--count", str(max(int(rate * secs), 1)),
-                "--rate", "%.1f" % rate, "--ack-every", str(self.ack_every), "--mode", "eventloop",
+                "--rate", "%.1f" % rate, "--tick-ms", str(max(1, self.batch_delay_ms)),
+                "--ack-every", str(self.ack_every), "--mode", "eventloop",
                 "--max-pending", str(self.max_in_flight), "--id-prefix", id_prefix]
         return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -1369,7 +1377,8 @@ plot "{dat}" using 1:($3*100):xtic(2) with boxes lc rgb "#4477aa", \\
               "**with**: `CREATE EXTENSION creek` and `creek.add_table()` of the four pgbench tables, the worker "
               "streaming to nats-server; **nats-only**: no creek, a plain nats.c publisher (`js_ceiling --rate`) "
               "sends, during the run, as many messages per second as creek published in that round's \"with\" "
-              "run, of the same mean size, with a reply subject on one in `creek.ack_every`, into a stream "
+              "run, of the same mean size, with a reply subject on one in `creek.ack_every`, what is due sent "
+              "every `creek.batch_delay`, into a stream "
               "configured as creek's: what JetStream's own work at creek's message rate costs pgbench on this "
               "machine%s. The \"with\" vs \"without\" comparison charges creek with everything "
               "it costs: logical decoding of all WAL, encoding and publishing, and nats-server's work on the "
@@ -1609,10 +1618,18 @@ def main():
                     help="first wait up to SECONDS for other processes to use < %.0f%%%% of the CPU" % OTHERS_WARN)
     ap.add_argument("--nats-store", metavar="DIR", help="nats-server's store directory (default: a new "
                     "directory under /tmp), e.g. on another disk than Postgres' WAL")
+    ap.add_argument("--tps-conditions", metavar="LIST", help="pgbench conditions to run, a comma-separated "
+                    "subset of without,with,nats-only,decode-only,pg_recvlogical (without and with are needed; "
+                    "default: all, the first three with --quick)")
     ap.add_argument("--pg-conf", action="append", metavar="KEY=VALUE", help="extra postgresql.conf setting")
     for k, v in FULL.items():
         ap.add_argument("--" + k.replace("_", "-"), type=int, dest=k, help="default %s (quick: %s)" % (v, QUICK[k]))
     args = ap.parse_args()
+    if args.tps_conditions is not None:
+        conds = args.tps_conditions.split(",")
+        known = ("without", "with", "nats-only", "decode-only", "pg_recvlogical")
+        if "without" not in conds or "with" not in conds or any(c not in known for c in conds):
+            ap.error("--tps-conditions: a comma-separated subset of %s, with both without and with" % ",".join(known))
     if args.out is None:
         args.out = os.path.join(HERE, "results", "quick") if args.quick else os.path.join(HERE, "results")
     b = Bench(args)

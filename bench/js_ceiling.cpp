@@ -17,7 +17,7 @@
 // src/nats_msg.cpp (encoded header bytes, freed on the publishing thread).
 // The ceiling is the faster of the two modes.
 //
-// --rate R (eventloop only) paces it: every 5 ms it sends what is due at R
+// --rate R (eventloop only) paces it: every 5 ms (--tick-ms) it sends what is due at R
 // messages per second. --ack-every K puts a reply subject on one message in K
 // and on the last of each burst, as creek.ack_every does. The pgbench phase
 // uses both to load nats-server with creek's messages, without creek.
@@ -72,7 +72,7 @@ double now_s() {
                  "usage: js_ceiling --url URL --subject SUBJECT --size BYTES --count N\n"
                  "                  [--max-pending 4096] [--ack-timeout-ms 5000] [--id-prefix 0/1A2B3C4D]\n"
                  "                  [--mode async|eventloop]\n"
-                 "                  [--rate MSGS_PER_S] [--ack-every K]   (eventloop only)\n");
+                 "                  [--rate MSGS_PER_S] [--ack-every K] [--tick-ms MS]   (eventloop only)\n");
     std::exit(2);
 }
 
@@ -116,7 +116,7 @@ natsStatus ev_detach(void *user) { return ev_read(user, false); }
 
 int run_eventloop(const std::string &url, const std::string &subject, const std::vector<char> &payload,
                   long size, long count, long max_pending, const std::string &id_prefix, double rate,
-                  long ack_every) {
+                  long ack_every, double tick_s) {
     Loop loop;
     loop.ep = epoll_create1(EPOLL_CLOEXEC);
     natsOptions *opts = nullptr;
@@ -149,8 +149,8 @@ int run_eventloop(const std::string &url, const std::string &subject, const std:
     const double t0 = now_s();
     const double give_up = t0 + 600;  // bounded: never more than 10 minutes
     while ((sent < count || answered < replies) && now_s() < give_up && !natsConnection_IsClosed(nc)) {
-        // --rate: what is due by now, sent in one go every 5 ms (as creek's batch_delay)
-        const double tick = 0.005 * std::floor((now_s() - t0) / 0.005);
+        // --rate: what is due by now, sent in one go every --tick-ms (default 5, creek's batch_delay)
+        const double tick = tick_s * std::floor((now_s() - t0) / tick_s);
         const long due = rate > 0 ? std::min(count, long(tick * rate)) : count;
         while (sent < due && sent - done < max_pending) {
             id = id_prefix + "/" + std::to_string(sent);
@@ -170,7 +170,7 @@ int run_eventloop(const std::string &url, const std::string &subject, const std:
             if (with_reply) replies++;
         }
         epoll_event evs[2];
-        int n = epoll_wait(loop.ep, evs, 2, rate > 0 && sent < count ? 5 : 100);
+        int n = epoll_wait(loop.ep, evs, 2, rate > 0 && sent < count ? std::max(1, int(tick_s * 1000)) : 100);
         for (int i = 0; i < n; i++) {
             if (evs[i].events & EPOLLOUT) natsConnection_ProcessWriteEvent(nc);
             if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) natsConnection_ProcessReadEvent(nc);
@@ -220,7 +220,7 @@ int run_eventloop(const std::string &url, const std::string &subject, const std:
 int main(int argc, char **argv) {
     std::string url = "nats://127.0.0.1:4222", subject, id_prefix = "0/1A2B3C4D", mode = "async";
     long size = -1, count = -1, max_pending = 4096, ack_timeout_ms = 5000, ack_every = 1;
-    double rate = 0;
+    double rate = 0, tick_ms = 5;
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
         if (i + 1 >= argc) usage();
@@ -235,11 +235,13 @@ int main(int argc, char **argv) {
         else if (a == "--mode") mode = v;
         else if (a == "--rate") rate = std::atof(v);
         else if (a == "--ack-every") ack_every = std::atol(v);
+        else if (a == "--tick-ms") tick_ms = std::atof(v);
         else usage();
     }
     if (subject.empty() || size < 0 || count <= 0 || max_pending <= 0) usage();
     if (mode != "async" && mode != "eventloop") usage();
     if ((rate > 0 || ack_every > 1) && mode != "eventloop") usage();
+    if (tick_ms < 1) usage();
 
     std::vector<char> payload(size_t(size) + 1);
     std::mt19937 rng(42);
@@ -247,7 +249,7 @@ int main(int argc, char **argv) {
     payload[0] = char(0xC3);  // looks like a single-object payload; JetStream does not care
     if (size > 1) payload[1] = 0x01;
     if (mode == "eventloop") return run_eventloop(url, subject, payload, size, count, max_pending, id_prefix, rate,
-                                                       ack_every);
+                                                       ack_every, tick_ms / 1000.0);
 
     natsOptions *opts = nullptr;
     natsConnection *nc = nullptr;
