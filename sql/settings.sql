@@ -20,6 +20,9 @@ SET creek.no_such_setting = 1;
 ALTER SYSTEM SET creek.nats_url = 'http://127.0.0.1:4222';
 ALTER SYSTEM SET creek.nats_url = 'nats://user:secret@127.0.0.1:4222';
 ALTER SYSTEM SET creek.nats_url = 'nats://127.0.0.1:4222,,nats://127.0.0.1:4223';
+ALTER SYSTEM SET creek.nats_url = 'nats://127.0.0.1:4222,';
+ALTER SYSTEM SET creek.nats_url = 'nats://';
+ALTER SYSTEM SET creek.nats_url = 'nats://:4222';
 -- secret files: absolute paths
 ALTER SYSTEM SET creek.nats_password_file = 'relative/password';
 ALTER SYSTEM SET creek.nats_tls_ca_file = 'ca.pem';

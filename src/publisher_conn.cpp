@@ -202,6 +202,10 @@ bool drive_io(CbState *st, natsConnection *nc, int timeout_ms) {
             std::lock_guard<std::mutex> g(st->io_mu);
             if (st->sock < 0) continue;   // stale: the socket broke meanwhile
         }
+        // A broken connection makes nats.c start its reconnect thread from
+        // here; a thread inherits the signal mask: Postgres' signals must
+        // reach only the owner thread.
+        SignalBlock sb;
         if (evs[i].events & EPOLLOUT) natsConnection_ProcessWriteEvent(nc);
         if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) natsConnection_ProcessReadEvent(nc);
         did = true;

@@ -95,6 +95,10 @@ static bool check_nats_url(char **newval, void **extra, GucSource source)
                 return false;
             }
             u = sep + 3;
+            if (*u == '\0' || *u == ':' || *u == '/') {
+                GUC_check_errdetail("creek.nats_url has an entry with no host.");
+                return false;
+            }
         }
         if (strchr(u, '@') != nullptr) {
             GUC_check_errdetail("creek.nats_url must not hold credentials: Postgres logs settings.");
@@ -104,6 +108,10 @@ static bool check_nats_url(char **newval, void **extra, GucSource source)
         if (!end)
             break;
         p = end + 1;
+        if (*p == '\0') {  // a trailing comma
+            GUC_check_errdetail("creek.nats_url has an empty entry.");
+            return false;
+        }
     }
     return true;
 }

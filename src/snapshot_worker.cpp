@@ -273,6 +273,11 @@ static void start_run(const char *db_name)
     run->subjects = new creek::Subjects(creek_namespace, db_name);
     creek::PublisherConfig cfg = creek_publisher_config(std::string("creek snapshot ") + db_name);
     cfg.streams = {{run->subjects->snap_stream(), run->subjects->snap_filter()}};
+    // A reply on every message: up to creek.max_snapshots workers write this
+    // database's snapshot stream at once, so the stream sequence cannot
+    // vouch for messages sent without one (creek.ack_every counts on a
+    // single writer).
+    cfg.ack_every = 1;
     run->pub = new creek::Publisher(cfg);
     run->wal_stream = run->subjects->wal_stream();
 }

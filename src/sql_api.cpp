@@ -160,6 +160,28 @@ static int run_one(const char *sql, Oid relid)
     return n;
 }
 
+// Writes to creek.tables run with the rights of its owner (the extension's,
+// a superuser): creek_admin members may only read it, so that the checks of
+// creek.add_table() (SELECT on the table, a table that can be published)
+// cannot be skipped with a plain INSERT.
+static int run_as_tables_owner(const char *sql, Oid relid)
+{
+    Oid tables = get_relname_relid("tables", get_namespace_oid("creek", false));
+    HeapTuple tup = SearchSysCache1(RELOID, ObjectIdGetDatum(tables));
+    if (!HeapTupleIsValid(tup))
+        elog(ERROR, "creek: cache lookup failed for relation creek.tables");
+    Oid owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+    ReleaseSysCache(tup);
+    Oid save_userid;
+    int save_sec;
+    GetUserIdAndSecContext(&save_userid, &save_sec);
+    // (an error in between aborts the transaction, which restores both)
+    SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+    int n = run_one(sql, relid);
+    SetUserIdAndSecContext(save_userid, save_sec);
+    return n;
+}
+
 // Runs sql with $1 = relid; the first column (an oid) of its first row, or
 // InvalidOid when it returns no row.
 static Oid first_oid(const char *sql, Oid relid)
@@ -300,7 +322,7 @@ extern "C" Datum creek_add_table(PG_FUNCTION_ARGS)
     warn_partition_identity(rel, name);
     relation_close(rel, NoLock);
     wait_for_slot();
-    run_one("INSERT INTO creek.tables (relid) VALUES ($1)", relid);
+    run_as_tables_owner("INSERT INTO creek.tables (relid) VALUES ($1)", relid);
     // snapshot => true: taken once this transaction commits, so that every
     // change it misses is published (membership starts at the same commit)
     if (PG_NARGS() > 1 && PG_GETARG_BOOL(1)) {
@@ -313,7 +335,7 @@ extern "C" Datum creek_add_table(PG_FUNCTION_ARGS)
 extern "C" Datum creek_remove_table(PG_FUNCTION_ARGS)
 {
     Oid relid = PG_GETARG_OID(0);
-    if (run_one("DELETE FROM creek.tables WHERE relid = $1", relid) == 0) {
+    if (run_as_tables_owner("DELETE FROM creek.tables WHERE relid = $1", relid) == 0) {
         char *relname = get_rel_name(relid);
         char *name = relname ? qualified_name_of(get_rel_namespace(relid), relname)
                              : psprintf("%u", relid);

@@ -277,10 +277,14 @@ static void handle_requests_mid_transaction(CreekStream *st)
         proc_exit(1);
     }
     restart_if_too_large(st);
-    if (ConfigReloadPending) {
+    if (ConfigReloadPending && !st->pub->ready()) {
         // Reading the configuration here, inside a decoded transaction with
         // a historic catalog snapshot, could run other settings' check hooks
-        // against old catalogs: restart instead, and read it at start.
+        // against old catalogs. While the publisher makes progress the
+        // reload waits for the end of the transaction (a restart would
+        // publish the whole transaction again, past JetStream's duplicate
+        // window for its oldest messages); while it cannot (NATS unreachable,
+        // perhaps the very setting changed), restart and read it at start.
         ereport(LOG, (errmsg("creek worker restarting to apply a configuration reload")));
         proc_exit(1);
     }
@@ -295,11 +299,22 @@ extern "C" void creek_wait_for_room(void)
     CreekStream *st = creek_stream;
     if (++calls % 64 == 0)
         creek_pump(st);
+    TimestampTz last_connect = 0;
     while (!st->pub->has_room()) {
         creek_pump(st);
         if (st->pub->has_room())
             break;
         handle_requests_mid_transaction(st);
+        // Streams lost (deleted, or memory streams after a nats-server
+        // restart) or a connection closed for good are restored here too, as
+        // in the main loop: this transaction would wait for room forever.
+        if (!st->pub->ready()) {
+            TimestampTz now = GetCurrentTimestamp();
+            if (TimestampDifferenceExceeds(last_connect, now, 1000)) {
+                last_connect = now;
+                GUARDED((void) connect_nats(st), "connect to NATS");
+            }
+        }
         (void) WaitLatchOrSocket(MyLatch,
                                  WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
                                  st->pub->wakeup_fd(), 50, PG_WAIT_EXTENSION);

@@ -391,6 +391,28 @@ def test_batch_delay_applies_at_reload(make_db):
         db.pg.psql("ALTER SYSTEM RESET creek.batch_delay; SELECT pg_reload_conf()")
 
 
+def test_reload_while_a_large_transaction_is_published(make_db):
+    """A configuration reload that arrives while the worker publishes a large
+    transaction waits for its end: no restart, so nothing of it is published
+    twice (a restart would send it again from its first change, and JetStream
+    drops duplicates only within its window)."""
+    db = make_db("s_reload_big")
+    db.sql("CREATE TABLE t (id int PRIMARY KEY, v text)")
+    db.add_table("t")
+    pid = db.stat()["pid"]
+    log0 = len(db.pg.log())
+    n = 300000
+    db.sql("INSERT INTO t SELECT i, 'v' || i FROM generate_series(1, %d) i" % n)
+    # the commit is published now, from the worker's spool: reload meanwhile
+    wait_until(lambda: int(db.stat()["messages_published"]) > 1000, 30, 0.01, "publishing to start")
+    db.pg.psql("SELECT pg_reload_conf()")
+    assert int(db.stat()["messages_published"]) < n, "the transaction was published before the reload"
+    db.wait_caught_up(120)
+    assert db.stat()["pid"] == pid, "a reload during a large transaction must not restart the worker"
+    assert db.wal_count() == n
+    assert not [l for l in db.pg.log()[log0:].splitlines() if "to apply a configuration reload" in l]
+
+
 # ---------------------------------------------------------------------------
 # 3. membership and subject escaping
 

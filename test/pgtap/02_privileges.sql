@@ -2,7 +2,7 @@
 -- (creek_admin only for tables it can read); pg_monitor reads the view;
 -- PUBLIC gets nothing.
 BEGIN;
-SELECT plan(38);
+SELECT plan(41);
 
 CREATE ROLE creek_tap_plain NOLOGIN;
 CREATE ROLE creek_tap_monitor NOLOGIN IN ROLE pg_monitor;
@@ -59,7 +59,12 @@ SELECT lives_ok($$SELECT creek.remove_table('public.tap_t')$$, 'a creek_admin me
 SELECT throws_ok($$SELECT creek.add_table('public.tap_secret')$$, '42501',
                  'permission denied to publish table "public.tap_secret"',
                  'a creek_admin member cannot publish a table it cannot read');
+SELECT throws_ok($$INSERT INTO creek.tables (relid) VALUES ('public.tap_secret')$$, '42501', NULL,
+                 'a creek_admin member cannot get past that check with an INSERT into creek.tables');
+SELECT throws_ok($$DELETE FROM creek.tables$$, '42501', NULL,
+                 'a creek_admin member removes tables only with creek.remove_table');
 RESET ROLE;
+SELECT table_privs_are('creek', 'tables', 'creek_admin', ARRAY['SELECT'], 'creek_admin only reads creek.tables');
 
 -- the superuser can
 SELECT lives_ok($$SELECT creek.add_table('public.tap_t')$$, 'a superuser adds a table');

@@ -357,6 +357,16 @@ uint64_t blocked_mask(pid_t tid) {
     return mask;
 }
 
+// Every signal an application can block is blocked in thread tid.
+bool all_signals_blocked(pid_t tid) {
+    // SIGKILL and SIGSTOP cannot be blocked; glibc keeps 32 and 33 for itself
+    uint64_t m = blocked_mask(tid) | (1ULL << (SIGKILL - 1)) | (1ULL << (SIGSTOP - 1));
+    // signals 1..31 and the real-time ones glibc lets applications use
+    if ((m & 0x7fffffffULL) == 0x7fffffffULL && (m >> 34) == (~uint64_t(0) >> 34)) return true;
+    std::printf("  thread %d has SigBlk %016llx\n", int(tid), (unsigned long long) m);
+    return false;
+}
+
 std::vector<pid_t> thread_ids() {
     std::vector<pid_t> out;
     DIR *d = opendir("/proc/self/task");
@@ -392,19 +402,46 @@ TEST(nats_threads_block_all_signals) {
     for (pid_t tid : thread_ids()) {
         if (tid == self) continue;
         others++;
-        // SIGKILL and SIGSTOP cannot be blocked; glibc keeps 32 and 33 for itself
-        uint64_t m = blocked_mask(tid) | (1ULL << (SIGKILL - 1)) | (1ULL << (SIGSTOP - 1));
-        // signals 1..31 and the real-time ones glibc lets applications use
-        if ((m & 0x7fffffffULL) != 0x7fffffffULL || (m >> 34) != (~uint64_t(0) >> 34)) {
-            unblocked++;
-            std::printf("  thread %d has SigBlk %016llx\n", int(tid), (unsigned long long) m);
-        }
+        if (!all_signals_blocked(tid)) unblocked++;
     }
     std::printf("  %d nats.c threads, %d with signals not blocked\n", others, unblocked);
     // timer, async callbacks, gc, the request multiplexer's subscription (no
     // read loop, no flusher: the publisher runs the connection's event loop)
     CHECK(others >= 3);
     CHECK_EQ(unblocked, 0);
+    pthread_sigmask(SIG_SETMASK, &before, nullptr);
+}
+
+// nats.c starts its reconnect thread from the owner thread, inside the read
+// event that finds the connection broken: that thread must not inherit the
+// owner's mask, in which Postgres' signals are not blocked.
+TEST(reconnect_thread_blocks_all_signals) {
+    NatsServer srv;
+    CHECK(srv.start());
+    sigset_t none, before;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, &before);
+    Publisher p(make_config(srv, "CREEK_rt", "CREEK.rt.>"));
+    CHECK(p.ensure_ready());
+    std::string d = "x";
+    p.enqueue("CREEK.rt.x", "rt-1", d.data(), d.size());
+    CHECK(drive(p, [&] { return p.acked_through() == 1; }, 10000));
+    std::vector<pid_t> old = thread_ids();
+    srv.kill_hard();
+    drive(p, [] { return false; }, 500);   // nats.c reconnects, on a thread of its own
+    int fresh = 0, unblocked = 0;
+    for (pid_t tid : thread_ids()) {
+        if (std::find(old.begin(), old.end(), tid) != old.end()) continue;
+        fresh++;
+        if (!all_signals_blocked(tid)) unblocked++;
+    }
+    std::printf("  %d threads started after the connection broke, %d with signals not blocked\n", fresh,
+                unblocked);
+    CHECK(fresh >= 1);
+    CHECK_EQ(unblocked, 0);
+    CHECK(srv.start());
+    p.enqueue("CREEK.rt.x", "rt-2", d.data(), d.size());
+    CHECK(drive(p, [&] { return p.acked_through() == 2; }, 30000));
     pthread_sigmask(SIG_SETMASK, &before, nullptr);
 }
 
