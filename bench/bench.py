@@ -1008,8 +1008,9 @@ class Bench:
         """nats-only: a plain nats.c publisher (js_ceiling --rate) sends, during the
         measured pgbench run, as many messages per second as creek published in this
         round's "with" run, of the same mean size, with a reply on one in ack_every,
-        in one burst every creek.batch_delay, into a stream configured as creek's. No creek: what JetStream's own work at
-        creek's message rate costs pgbench on this machine."""
+        in one burst every creek.batch_delay, into a stream configured as creek's.
+        No creek: what JetStream's own work at creek's message rate costs pgbench
+        on this machine."""
         w = [x for x in self.r_tps_runs if x["condition"] == "with" and x["round"] == rnd + 1][-1]
         rate, size = w["messages_per_s"], w["message_bytes"]
         secs = self.cfg["tps_secs"]

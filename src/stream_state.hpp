@@ -101,6 +101,9 @@ struct CreekStream {
 
     std::deque<CreekPendingTxn> pending;
     XLogRecPtr last_decoded_lsn = InvalidXLogRecPtr;
+    // the next attempt to connect to NATS (worker.cpp, connect_when_due)
+    TimestampTz next_connect = 0;
+    int connect_backoff_ms = 100;
     TimestampTz last_acked_commit_time = 0;   // commit time of the last acknowledged transaction
 };
 

@@ -104,6 +104,26 @@ static bool connect_nats(CreekStream *st)
     return true;
 }
 
+// connect_nats(), unless the last attempt failed less than its back-off ago
+// (100 ms doubling to creek.nats_reconnect_wait); true when the publisher is
+// ready. Used by the main loop and while a transaction waits for room.
+static bool connect_when_due(CreekStream *st)
+{
+    TimestampTz now = GetCurrentTimestamp();
+    // (nats.c reconnects by itself: once it has, do not wait for the back-off)
+    if (now < st->next_connect && st->pub->state() != creek::NatsState::Connected)
+        return false;
+    bool ready = false;
+    GUARDED(ready = connect_nats(st), "connect to NATS");
+    if (!ready) {
+        st->next_connect = TimestampTzPlusMilliseconds(now, st->connect_backoff_ms);
+        st->connect_backoff_ms = Min(st->connect_backoff_ms * 2, creek_nats_reconnect_wait_ms);
+    } else {
+        st->connect_backoff_ms = 100;
+    }
+    return ready;
+}
+
 // {"database", "namespace", "table"} (table: "schema.table", or "table" in
 // public; or "schema" and "table"). Requests for another database or
 // namespace, or that are not JSON, get no reply: another producer may serve
@@ -299,7 +319,6 @@ extern "C" void creek_wait_for_room(void)
     CreekStream *st = creek_stream;
     if (++calls % 64 == 0)
         creek_pump(st);
-    TimestampTz last_connect = 0;
     while (!st->pub->has_room()) {
         creek_pump(st);
         if (st->pub->has_room())
@@ -308,13 +327,8 @@ extern "C" void creek_wait_for_room(void)
         // Streams lost (deleted, or memory streams after a nats-server
         // restart) or a connection closed for good are restored here too, as
         // in the main loop: this transaction would wait for room forever.
-        if (!st->pub->ready()) {
-            TimestampTz now = GetCurrentTimestamp();
-            if (TimestampDifferenceExceeds(last_connect, now, 1000)) {
-                last_connect = now;
-                GUARDED((void) connect_nats(st), "connect to NATS");
-            }
-        }
+        if (!st->pub->ready())
+            (void) connect_when_due(st);
         (void) WaitLatchOrSocket(MyLatch,
                                  WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
                                  st->pub->wakeup_fd(), 50, PG_WAIT_EXTENSION);
@@ -549,8 +563,6 @@ static void stream_loop(CreekStream *st)
     TimestampTz last_save = GetCurrentTimestamp();
     TimestampTz last_ext_check = last_save;
     TimestampTz last_activity = 0;
-    TimestampTz next_connect = 0;
-    int connect_backoff_ms = 100;
 
     for (;;) {
         CHECK_FOR_INTERRUPTS();
@@ -564,17 +576,7 @@ static void stream_loop(CreekStream *st)
         }
 
         TimestampTz now = GetCurrentTimestamp();
-        bool ready = false;
-        // (nats.c reconnects by itself: once it has, do not wait for the back-off)
-        if (now >= next_connect || st->pub->state() == creek::NatsState::Connected) {
-            GUARDED(ready = connect_nats(st), "connect to NATS");
-            if (!ready) {
-                next_connect = TimestampTzPlusMilliseconds(now, connect_backoff_ms);
-                connect_backoff_ms = Min(connect_backoff_ms * 2, creek_nats_reconnect_wait_ms);
-            } else {
-                connect_backoff_ms = 100;
-            }
-        }
+        const bool ready = connect_when_due(st);
 
         bool more = false;
         if (ready) {
