@@ -68,9 +68,9 @@ static void load_membership(CreekStream *st)
 static void adopt_schema(CreekStream *st, CreekTable *t)
 {
     t->schema = creek::build_writer_schema(t->info);
-    t->source = t->info.schema_name + "." + t->info.table_name;
-    t->wal_subject = st->subjects->wal(t->info.schema_name, t->info.table_name);
-    t->schema_subject = st->subjects->schema(t->info.schema_name, t->info.table_name);
+    t->source = t->info.schema_utf8 + "." + t->info.table_utf8;
+    t->wal_subject = st->subjects->wal(t->info.schema_utf8, t->info.table_utf8);
+    t->schema_subject = st->subjects->schema(t->info.schema_utf8, t->info.table_utf8);
     const std::string &fp = t->schema.fingerprint_b64;
     std::string key = fp + "/" + t->source;
     if (st->announced.count(key))
@@ -227,8 +227,8 @@ static void spool_change(CreekStream *st, CreekTable *t, int op, XLogRecPtr lsn,
     w->put_string(st->producer_name);
     size_t table0 = w->size();
     w->put_string(st->db_name);
-    w->put_string(t->info.schema_name);
-    w->put_string(t->info.table_name);
+    w->put_string(t->info.schema_utf8);
+    w->put_string(t->info.table_utf8);
     size_t rows0 = w->size();
     put_rows(w, t, desc, before, after);
     h.lsn = lsn;
@@ -258,8 +258,8 @@ static void emit(CreekStream *st, CreekTable *t, int op, XLogRecPtr lsn, TupleDe
     w->put_string(st->producer_name);
     w->put_long(st->txn_commit_unix_us);
     w->put_string(st->db_name);
-    w->put_string(t->info.schema_name);
-    w->put_string(t->info.table_name);
+    w->put_string(t->info.schema_utf8);
+    w->put_string(t->info.table_utf8);
     put_txn_fields(st, w, lsn, op);
     put_rows(w, t, desc, before, after);
     st->pub->enqueue(t->wal_subject, msg_id, w->data().data(), w->size());

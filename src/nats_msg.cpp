@@ -32,11 +32,17 @@ std::once_flag g_once;
 
 const char kHdrLine[] = "NATS/1.0\r\n";
 
-void append_headers(std::string &out, const std::string &id, const std::string &chunk) {
+void append_headers(std::string &out, const std::string &id, const std::string &chunk,
+                    const char *expect_last_id) {
     out.append(kHdrLine, sizeof kHdrLine - 1);
     if (!id.empty()) {
         out.append("Nats-Msg-Id: ");
         out.append(id);
+        out.append("\r\n");
+    }
+    if (expect_last_id != nullptr) {
+        out.append("Nats-Expected-Last-Msg-Id: ");
+        out.append(expect_last_id);
         out.append("\r\n");
     }
     if (!chunk.empty()) {
@@ -52,14 +58,14 @@ void append_headers(std::string &out, const std::string &id, const std::string &
 bool probe_create() {
     const char data[] = "probe-data";
     std::string buf;
-    append_headers(buf, "probe/1", "2/3");
+    append_headers(buf, "probe/1", "2/3", "probe/0");
     int hdr_len = int(buf.size());
     buf.append(data, sizeof data - 1);
     natsMsg *m = nullptr;
     if (g_create(&m, "probe.subject", 13, "probe.reply", 11, buf.data(), int(buf.size()), hdr_len) != NATS_OK ||
         m == nullptr)
         return false;
-    const char *id = nullptr, *chunk = nullptr;
+    const char *id = nullptr, *chunk = nullptr, *last = nullptr;
     bool ok = std::strcmp(natsMsg_GetSubject(m), "probe.subject") == 0 &&
               natsMsg_GetReply(m) != nullptr && std::strcmp(natsMsg_GetReply(m), "probe.reply") == 0 &&
               natsMsg_GetDataLength(m) == int(sizeof data - 1) &&
@@ -67,7 +73,9 @@ bool probe_create() {
               natsMsgHeader_Get(m, "Nats-Msg-Id", &id) == NATS_OK && id != nullptr &&
               std::strcmp(id, "probe/1") == 0 &&
               natsMsgHeader_Get(m, "Creek-Chunk", &chunk) == NATS_OK && chunk != nullptr &&
-              std::strcmp(chunk, "2/3") == 0;
+              std::strcmp(chunk, "2/3") == 0 &&
+              natsMsgHeader_Get(m, "Nats-Expected-Last-Msg-Id", &last) == NATS_OK && last != nullptr &&
+              std::strcmp(last, "probe/0") == 0;
     natsMsg_Destroy(m);
     return ok;
 }
@@ -94,13 +102,16 @@ void init() {
 
 natsStatus make_nats_msg(natsMsg **out, const char *subject, const char *reply,
                          const std::string &msg_id, const std::string &chunk,
-                         const char *data, size_t len, std::string &scratch) {
+                         const char *data, size_t len, std::string &scratch,
+                         const char *expect_last_id) {
     std::call_once(g_once, init);
     *out = nullptr;
     if (!g_create_ok) {
         natsStatus s = natsMsg_Create(out, subject, reply, data, int(len));
         if (s == NATS_OK && !msg_id.empty()) s = natsMsgHeader_Set(*out, "Nats-Msg-Id", msg_id.c_str());
         if (s == NATS_OK && !chunk.empty()) s = natsMsgHeader_Set(*out, "Creek-Chunk", chunk.c_str());
+        if (s == NATS_OK && expect_last_id != nullptr)
+            s = natsMsgHeader_Set(*out, "Nats-Expected-Last-Msg-Id", expect_last_id);
         if (s != NATS_OK && *out != nullptr) {
             natsMsg_Destroy(*out);
             *out = nullptr;
@@ -110,7 +121,7 @@ natsStatus make_nats_msg(natsMsg **out, const char *subject, const char *reply,
     if (subject == nullptr || subject[0] == '\0' || (reply != nullptr && reply[0] == '\0'))
         return NATS_INVALID_ARG;
     scratch.clear();
-    append_headers(scratch, msg_id, chunk);
+    append_headers(scratch, msg_id, chunk, expect_last_id);
     int hdr_len = int(scratch.size());
     scratch.append(data, len);
     return g_create(out, subject, int(std::strlen(subject)), reply, reply ? int(std::strlen(reply)) : 0,

@@ -24,10 +24,12 @@ namespace creek {
 
 // A message to subject with reply subject reply (may be null), the header
 // Nats-Msg-Id: msg_id, the header Creek-Chunk: chunk when chunk is not empty,
+// the header Nats-Expected-Last-Msg-Id: expect_last_id when it is not null,
 // and data. scratch is a buffer reused between calls.
 natsStatus make_nats_msg(natsMsg **out, const char *subject, const char *reply,
                          const std::string &msg_id, const std::string &chunk,
-                         const char *data, size_t len, std::string &scratch);
+                         const char *data, size_t len, std::string &scratch,
+                         const char *expect_last_id = nullptr);
 
 // Frees m at once, on this thread (natsMsg_Destroy when that is not possible).
 void free_nats_msg(natsMsg *m);

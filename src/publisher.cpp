@@ -324,13 +324,20 @@ void Publisher::Impl::send(int64_t now) {
             chain_covers + 1 < uint32_t(cfg.ack_every) && inflight + 1 < window && outgoing.size() > 1 &&
             outgoing[1] == pos + 1)
             quiet = e.stream != nullptr && e.stream == chain_stream && entry(pos + 1).stream == e.stream;
+        // cfg.ordered_stream: name the message before this one while it may
+        // still fail (never on a probe: everything before it is stored)
+        const char *expect_last = nullptr;
+        const bool ordered = e.stream != nullptr && !cfg.ordered_stream.empty() && *e.stream == cfg.ordered_stream;
+        if (ordered && !recovering && ordered_last_pos > acked && ordered_last_pos < pos &&
+            entry(ordered_last_pos).st == InFlight)
+            expect_last = entry(ordered_last_pos).id.c_str();
         char reply[160] = "";
         if (!quiet)
             std::snprintf(reply, sizeof reply, "%s%llu.%llu", inbox.c_str(), (unsigned long long) pos,
                           (unsigned long long) no);
         natsMsg *m = nullptr;
         natsStatus s = make_nats_msg(&m, e.subject->c_str(), quiet ? nullptr : reply, e.id, e.chunk,
-                                     e.data.data(), e.data.size(), scratch);
+                                     e.data.data(), e.data.size(), scratch, expect_last);
         if (s == NATS_OK) s = natsConnection_PublishMsg(conn, m);
         free_nats_msg(m);
         if (s == NATS_OK) {
@@ -350,6 +357,7 @@ void Publisher::Impl::send(int64_t now) {
             }
             inflight++;
             outgoing.pop_front();
+            if (ordered) ordered_last_pos = pos;
             if (recovering) probe_pos = pos;
             // The reconnect counter moves before anything can be written
             // to a new connection: unchanged now means this message went

@@ -67,6 +67,14 @@ struct PublisherConfig {
     // by exactly their number, and sent again (with an acknowledgement each)
     // otherwise. 1: an acknowledgement for every message.
     int ack_every = 1;
+    // The subject filter (one of streams) of a stream only this publisher
+    // writes, whose messages must be stored in position order whatever fails
+    // (empty: none). A message sent while the previous message to that stream
+    // is still unanswered carries Nats-Expected-Last-Msg-Id naming it:
+    // JetStream refuses it unless that one is the last stored. A failed
+    // message can then not be resent after later ones stored meanwhile (a
+    // stream leader change with replicas, a message refused as too large).
+    std::string ordered_stream;
     int64_t connect_timeout_ms = 2000;
     int64_t reconnect_wait_max_ms = 2000;  // reconnect back-off: 250 ms doubling up to this
     int64_t retry_backoff_min_ms = 100;

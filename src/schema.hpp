@@ -13,7 +13,7 @@ namespace creek {
 // One column, as the schema builder found it in the catalog.
 struct ColumnInfo {
     int attnum = 0;               // 1-based attribute number in the tuple
-    std::string pg_name;          // the column's name in Postgres
+    std::string pg_name;          // the column's name in Postgres (UTF-8)
     std::string avro_name;        // a valid, unique Avro name
     std::string pg_type;          // format_type() of the column's type
     TypeInfo type;                // how its values are encoded
@@ -22,7 +22,8 @@ struct ColumnInfo {
 };
 
 struct TableInfo {
-    std::string schema_name, table_name;  // Postgres names
+    std::string schema_name, table_name;  // Postgres names, in the database's encoding
+    std::string schema_utf8, table_utf8;  // the same in UTF-8 (what consumers see)
     char replica_identity = 'd';          // d, n, f, i (pg_class.relreplident)
     std::vector<ColumnInfo> columns;      // non-dropped columns in attnum order
 };

@@ -182,6 +182,33 @@ void creek_snapshot_fail(CreekSnapshot *s, const char *error)
     wake_launcher();
 }
 
+void creek_snapshot_answered(CreekSnapshot *s)
+{
+    SpinLockAcquire(&s->mutex);
+    s->reply[0] = '\0';
+    SpinLockRelease(&s->mutex);
+}
+
+bool creek_snapshot_take_unanswered(Oid dboid, char *reply, size_t reply_len, char *error,
+                                    size_t error_len)
+{
+    for (int i = 0; i < creek_shared->nsnapshots; i++) {
+        CreekSnapshot *s = &entries()[i];
+        bool found = false;
+        SpinLockAcquire(&s->mutex);
+        if (s->state == SNAP_FAILED && s->dboid == dboid && s->reply[0] != '\0') {
+            strlcpy(reply, s->reply, reply_len);
+            snprintf(error, error_len, "snapshot %s failed: %s", s->subject, s->error);
+            s->reply[0] = '\0';
+            found = true;
+        }
+        SpinLockRelease(&s->mutex);
+        if (found)
+            return true;
+    }
+    return false;
+}
+
 // The launcher's handles of the workers it started, by entry.
 static BackgroundWorkerHandle *handles[CREEK_MAX_SNAPSHOTS];
 static uint32 handle_generation[CREEK_MAX_SNAPSHOTS];

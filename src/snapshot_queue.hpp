@@ -34,7 +34,8 @@ typedef struct CreekSnapshot {
     NameData schemaname;
     NameData relname;
     char subject[CREEK_SUBJECT_LEN];
-    char reply[CREEK_REPLY_LEN];   // NATS inbox to answer once the header is stored
+    char reply[CREEK_REPLY_LEN];   // NATS inbox not answered yet: with the subject once
+                                   // the header is stored, or with the error if it fails first
     int64 rows_sent;
     int64 approx_rows;
     TimestampTz requested_at;
@@ -70,3 +71,13 @@ void creek_snapshot_launch_waiting(int max_running);
 
 // Worker side.
 void creek_snapshot_fail(CreekSnapshot *s, const char *error);
+// The NATS request of s was answered (with the snapshot's subject).
+void creek_snapshot_answered(CreekSnapshot *s);
+
+// Streaming worker side: a snapshot of database dboid requested over NATS
+// that failed before its request was answered (cancelled or its table
+// dropped while waiting, its worker failed before the header was stored).
+// Copies the inbox and the error, and marks the request answered; false when
+// there is none.
+bool creek_snapshot_take_unanswered(Oid dboid, char *reply, size_t reply_len, char *error,
+                                    size_t error_len);

@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "names.hpp"
 #include "settings.hpp"
 #include "snapshot_queue.hpp"
 #include "snapshot_sql.hpp"
@@ -57,7 +58,8 @@ char *creek_request_snapshot(Oid relid, const char *origin)
 
     char prefix[CREEK_SUBJECT_LEN];
     char *db = get_database_name(MyDatabaseId);
-    if (!subject_prefix(db, nspname, relname, prefix, sizeof prefix))
+    if (!subject_prefix(creek_name_utf8(db), creek_name_utf8(nspname), creek_name_utf8(relname), prefix,
+                        sizeof prefix))
         ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
     char *subject = (char *) palloc(CREEK_SUBJECT_LEN);
     if (!creek_snapshot_reserve(MyDatabaseId, relid, nspname, relname, prefix, origin, "", subject,

@@ -28,6 +28,7 @@
 
 #include "encoder.hpp"
 #include "json_text.hpp"
+#include "names.hpp"
 #include "nats_config.hpp"
 #include "publisher.hpp"
 #include "settings.hpp"
@@ -248,8 +249,8 @@ static std::string header_json(const SnapPoint &pt, const char *db_name, const c
     out += ",\"at\":" + creek::json_string(at);
     out += ",\"approx_rows\":" + std::to_string(pt.approx_rows);
     out += ",\"database\":" + creek::json_string(db_name);
-    out += ",\"schema_name\":" + creek::json_string(run->info.schema_name);
-    out += ",\"table\":" + creek::json_string(run->info.table_name);
+    out += ",\"schema_name\":" + creek::json_string(run->info.schema_utf8);
+    out += ",\"table\":" + creek::json_string(run->info.table_utf8);
     out += ",\"xmin\":" + xmin + ",\"xmax\":" + xmax + ",\"xip\":[" + xip + "]";
     out += ",\"wal_stream\":" + creek::json_string(run->wal_stream);
     out += ",\"wal_seq\":" + std::to_string(pt.wal_seq);
@@ -331,6 +332,7 @@ static void run_snapshot(Oid relid, const char *db_name, const char *reply)
     if (reply[0] != '\0') {
         bool ok = false;
         SNAP_CXX(ok = run->pub->respond(reply, run->subject), "reply");
+        creek_snapshot_answered(snap);
         if (!ok)
             ereport(LOG, (errmsg("creek snapshot %s could not reply to its NATS request", subject)));
     }
@@ -422,7 +424,8 @@ void creek_snapshot_main(Datum arg)
     BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
     pgstat_report_appname("creek snapshot");
     StartTransactionCommand();
-    char *db_name = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
+    // in UTF-8, as consumers see it (subjects, header)
+    char *db_name = MemoryContextStrdup(TopMemoryContext, creek_name_utf8(get_database_name(MyDatabaseId)));
     CommitTransactionCommand();
 
     PG_TRY();

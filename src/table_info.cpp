@@ -1,6 +1,8 @@
 // table_info.cpp: relation -> TableInfo (columns, types, replica identity).
 #include "table_info.hpp"
 
+#include "names.hpp"
+
 
 void creek_read_table_info(Relation rel, creek::TableInfo *out)
 {
@@ -10,6 +12,8 @@ void creek_read_table_info(Relation rel, creek::TableInfo *out)
 
     out->schema_name = get_namespace_name(RelationGetNamespace(rel));
     out->table_name = RelationGetRelationName(rel);
+    out->schema_utf8 = creek_name_utf8(out->schema_name.c_str());
+    out->table_utf8 = creek_name_utf8(out->table_name.c_str());
     out->replica_identity = relident;
     out->columns.clear();
     if (relident == REPLICA_IDENTITY_DEFAULT || relident == REPLICA_IDENTITY_INDEX)
@@ -22,7 +26,7 @@ void creek_read_table_info(Relation rel, creek::TableInfo *out)
         out->columns.emplace_back();
         creek::ColumnInfo &c = out->columns.back();
         c.attnum = att->attnum;
-        c.pg_name = NameStr(att->attname);
+        c.pg_name = creek_name_utf8(NameStr(att->attname));
         creek_describe_type(att->atttypid, &c.type);
         c.pg_type = c.type.pg_type;
         c.toastable = att->attlen == -1;

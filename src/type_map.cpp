@@ -5,6 +5,7 @@
 // Makefile); the unit tests use the plain half alone.
 #ifdef CREEK_PG
 #include "pg.hpp"
+#include "names.hpp"
 #endif
 #include "type_map.hpp"
 
@@ -80,7 +81,7 @@ static void describe(Oid typid, creek::TypeInfo *out, int depth)
     out->oid = typid;
     out->base_oid = base;
     out->relid = 0;
-    out->pg_type = format_type_be(typid);
+    out->pg_type = creek_name_utf8(format_type_be(typid));
     out->name.clear();
     out->fields.clear();
     out->elem.clear();
@@ -92,7 +93,7 @@ static void describe(Oid typid, creek::TypeInfo *out, int depth)
         out->kind = ValueKind::Array;
         out->elem.emplace_back();
         describe(elem, &out->elem.back(), depth + 1);
-        out->name = "pg_md_" + creek::avro_name_of(format_type_be(getBaseType(elem)));
+        out->name = "pg_md_" + creek::avro_name_of(creek_name_utf8(format_type_be(getBaseType(elem))));
         return;
     }
     switch (typtype) {
@@ -106,7 +107,7 @@ static void describe(Oid typid, creek::TypeInfo *out, int depth)
         for (int i = 0; i < n; i++) {
             Form_pg_enum e = (Form_pg_enum) GETSTRUCT(&list->members[i]->tuple);
             orders[i] = e->enumsortorder;
-            labels[i] = pstrdup(NameStr(e->enumlabel));
+            labels[i] = pstrdup(creek_name_utf8(NameStr(e->enumlabel)));
         }
         ReleaseSysCacheList(list);
         for (int i = 1; i < n; i++)  // insertion sort by sort order
@@ -121,7 +122,7 @@ static void describe(Oid typid, creek::TypeInfo *out, int depth)
     case TYPTYPE_COMPOSITE: {
         out->kind = ValueKind::Composite;
         out->relid = get_typ_typrelid(base);
-        out->name = "pg_" + creek::avro_name_of(format_type_be(base));
+        out->name = "pg_" + creek::avro_name_of(creek_name_utf8(format_type_be(base)));
         TupleDesc desc = lookup_rowtype_tupdesc(base, -1);
         for (int i = 0; i < desc->natts; i++) {
             Form_pg_attribute att = TupleDescAttr(desc, i);
@@ -129,7 +130,7 @@ static void describe(Oid typid, creek::TypeInfo *out, int depth)
                 continue;
             out->fields.emplace_back();
             creek::TypeInfo::Field &f = out->fields.back();
-            f.pg_name = NameStr(att->attname);
+            f.pg_name = creek_name_utf8(NameStr(att->attname));
             f.attnum = att->attnum;
             describe(att->atttypid, &f.type, depth + 1);
         }
@@ -152,7 +153,7 @@ static void describe(Oid typid, creek::TypeInfo *out, int depth)
     }
     case TYPTYPE_RANGE: {
         out->kind = ValueKind::Range;
-        out->name = "pg_" + creek::avro_name_of(format_type_be(base));
+        out->name = "pg_" + creek::avro_name_of(creek_name_utf8(format_type_be(base)));
         out->elem.emplace_back();
         describe(get_range_subtype(base), &out->elem.back(), depth + 1);
         return;

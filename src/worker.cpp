@@ -17,6 +17,7 @@
 
 
 #include "json_text.hpp"
+#include "names.hpp"
 #include "nats_config.hpp"
 #include "settings.hpp"
 #include "slot.hpp"
@@ -67,6 +68,7 @@ static char *settings_fingerprint()
 /* ---------- plain C++ helpers (no Postgres calls) ---------- */
 
 // The content of a secret file, without its trailing newline; "" for no file.
+// db_name: in UTF-8, as consumers see it.
 static CreekStream *new_stream(CreekDbEntry *entry, const char *db_name)
 {
     CreekStream *st = new CreekStream();
@@ -78,6 +80,8 @@ static CreekStream *new_stream(CreekDbEntry *entry, const char *db_name)
     cfg.streams = {{st->subjects->wal_stream(), st->subjects->wal_filter()},
                    {st->subjects->schema_stream(), st->subjects->schema_filter()},
                    {st->subjects->snap_stream(), st->subjects->snap_filter()}};
+    // this worker alone writes the wal stream, whose order consumers rely on
+    cfg.ordered_stream = st->subjects->wal_filter();
     st->pub = new creek::Publisher(cfg);
     return st;
 }
@@ -357,10 +361,16 @@ static void store_schemas(CreekStream *st)
 {
     Oid types[4] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID};
     for (size_t i = 0; i < st->to_store.size(); i++) {
+        // names are UTF-8 here, and in the database's encoding in its tables
+        const char *source = creek_name_from_utf8(st->to_store[i].source.c_str());
+        const char *json = creek_name_from_utf8(st->to_store[i].json.c_str());
+        if (source == nullptr || json == nullptr)
+            elog(ERROR, "creek could not convert the schema of %s to the database encoding",
+                 st->to_store[i].source.c_str());
         Datum values[4] = {
             CStringGetTextDatum(st->to_store[i].fingerprint.c_str()),
-            CStringGetTextDatum(st->to_store[i].source.c_str()),
-            CStringGetTextDatum(st->to_store[i].json.c_str()),
+            CStringGetTextDatum(source),
+            CStringGetTextDatum(json),
             CStringGetTextDatum(st->to_store[i].created_at.c_str()),
         };
         int rc = SPI_execute_with_args(
@@ -392,8 +402,19 @@ static void serve_snapshot_requests(CreekStream *st)
             respond_error(st, reply, r->error.c_str());
             continue;
         }
+        // the request's names are UTF-8; the catalog's in the database's encoding
+        const char *schema = creek_name_from_utf8(r->schema.c_str());
+        const char *table = creek_name_from_utf8(r->table.c_str());
+        char *name = quote_qualified_identifier(r->schema.c_str(), r->table.c_str());
+        if (schema == nullptr || table == nullptr) {
+            char *msg = psprintf("table %s is not published by creek in database \"%s\": the name is not valid "
+                                 "UTF-8 or has characters the database encoding lacks",
+                                 name, st->db_name.c_str());
+            respond_error(st, reply, msg);
+            continue;
+        }
         Oid types[2] = {TEXTOID, TEXTOID};
-        Datum values[2] = {CStringGetTextDatum(r->schema.c_str()), CStringGetTextDatum(r->table.c_str())};
+        Datum values[2] = {CStringGetTextDatum(schema), CStringGetTextDatum(table)};
         int rc = SPI_execute_with_args(
             "SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
             "JOIN creek.tables t ON t.relid = c.oid WHERE n.nspname = $1 AND c.relname = $2",
@@ -405,7 +426,6 @@ static void serve_snapshot_requests(CreekStream *st)
             if (!isnull)
                 relid = DatumGetObjectId(d);
         }
-        char *name = quote_qualified_identifier(r->schema.c_str(), r->table.c_str());
         if (!OidIsValid(relid)) {
             char *msg = psprintf("table %s is not published by creek in database \"%s\"", name, st->db_name.c_str());
             respond_error(st, reply, msg);
@@ -420,10 +440,24 @@ static void serve_snapshot_requests(CreekStream *st)
             ok = true;
         } catch (...) {
         }
-        if (!ok || !creek_snapshot_enqueue_now(MyDatabaseId, relid, r->schema.c_str(), r->table.c_str(),
+        if (!ok || !creek_snapshot_enqueue_now(MyDatabaseId, relid, schema, table,
                                                prefix, "nats", reply, subject, sizeof subject))
             respond_error(st, reply, "too many snapshots: none of the snapshots creek keeps has ended");
     }
+}
+
+// Snapshots requested over NATS that failed before their request was
+// answered (see creek_snapshot_take_unanswered): the requester gets the
+// error rather than a time-out. Answered by this worker, which read the
+// request, since a failed snapshot worker may not be connected.
+static void answer_failed_snapshot_requests(CreekStream *st)
+{
+    if (st->pub->state() != creek::NatsState::Connected)
+        return;
+    char reply[CREEK_REPLY_LEN], error[CREEK_ERROR_LEN + CREEK_SUBJECT_LEN];
+    for (int i = 0; i < 8 && creek_snapshot_take_unanswered(MyDatabaseId, reply, sizeof reply, error, sizeof error);
+         i++)
+        respond_error(st, reply, error);
 }
 
 // Between decoding batches: one short transaction that stores new schemas and
@@ -473,8 +507,8 @@ static void load_known_schemas(CreekStream *st)
         HeapTuple tup = SPI_tuptable->vals[i];
         TupleDesc desc = SPI_tuptable->tupdesc;
         char *fp = SPI_getvalue(tup, desc, 1);
-        char *source = SPI_getvalue(tup, desc, 2);
-        char *json = SPI_getvalue(tup, desc, 3);
+        const char *source = creek_name_utf8(SPI_getvalue(tup, desc, 2));
+        const char *json = creek_name_utf8(SPI_getvalue(tup, desc, 3));
         char *created = SPI_getvalue(tup, desc, 4);
         GUARDED(add_known_schema(st, fp, source, json, created), "load a stored schema");
     }
@@ -589,6 +623,7 @@ static void stream_loop(CreekStream *st)
         confirm(st);
         restart_if_too_large(st);
         creek_serve_requests(st);
+        answer_failed_snapshot_requests(st);
         update_status(st, ready ? "streaming" : "waiting for NATS");
 
         now = GetCurrentTimestamp();
@@ -720,6 +755,7 @@ void creek_worker_main(Datum arg)
     started_settings = settings_fingerprint();
     StartTransactionCommand();
     char *db_name = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
+    char *db_name_utf8 = MemoryContextStrdup(TopMemoryContext, creek_name_utf8(db_name));
     CommitTransactionCommand();
     CurrentResourceOwner = worker_owner;
     MemoryContextSwitchTo(TopMemoryContext);
@@ -730,7 +766,7 @@ void creek_worker_main(Datum arg)
         char err[CREEK_ERROR_LEN];
         err[0] = '\0';
         try {
-            st = new_stream(entry, db_name);
+            st = new_stream(entry, db_name_utf8);
         } catch (const std::exception &e) {
             strlcpy(err, e.what(), sizeof err);
         } catch (...) {

@@ -257,6 +257,55 @@ def test_queue_cancel_and_dropped_table(make_db):
         db.pg.psql("ALTER SYSTEM RESET creek.max_snapshots; SELECT pg_reload_conf()")
 
 
+def test_nats_request_of_a_snapshot_that_fails_before_it_starts_gets_the_error(make_db, namespace):
+    """A NATS request waiting in the queue whose table is dropped, or that is
+    cancelled, is answered with {"error"} instead of leaving the requester to
+    time out."""
+    db = make_db("snap_nats_fail")
+    db.pg.psql("ALTER SYSTEM SET creek.max_snapshots = 1; SELECT pg_reload_conf()")
+    try:
+        db.sql("CREATE TABLE big (id int PRIMARY KEY, v text); CREATE TABLE small (id int PRIMARY KEY); "
+               "CREATE TABLE other (id int PRIMARY KEY)")
+        db.sql("INSERT INTO big SELECT g, repeat('x', 200) FROM generate_series(1, 400000) g")
+        for t in ("big", "small", "other"):
+            db.add_table(t)
+        a = db.scalar("SELECT creek.snapshot('big')")
+        state = lambda s: db.scalar("SELECT state FROM creek.pg_stat_creek_snapshots WHERE subject = '%s'" % s)
+        wait_until(lambda: state(a) == "running", 20, 0.05, "the first snapshot running")
+        inboxes = {}
+        for t in ("small", "other"):
+            inbox = "_INBOX.creek_test_%s_%s" % (db.token, t)
+            inboxes[t] = (inbox, db.client.subscribe(inbox))
+            db.client.publish(namespace + "._snapshot",
+                              json.dumps({"database": db.name, "namespace": namespace, "table": t}).encode(),
+                              reply=inbox)
+        waiting = lambda t: db.scalar("SELECT subject FROM creek.pg_stat_creek_snapshots WHERE relname = '%s' "
+                                      "AND origin = 'nats' AND state = 'waiting'" % t)
+        wait_until(lambda: waiting("small") and waiting("other"), 20, 0.05, "both NATS requests queued")
+        other = waiting("other")
+        db.sql("DROP TABLE small")
+        assert db.scalar("SELECT creek.cancel_snapshot('%s')" % other) == "t"
+        err = json.loads(db.client.next_msg(inboxes["other"][1], timeout=20).data)
+        assert "cancelled" in err["error"] and other in err["error"], err
+        assert db.scalar("SELECT creek.cancel_snapshot('%s')" % a) == "t"
+        err = json.loads(db.client.next_msg(inboxes["small"][1], timeout=30).data)
+        assert "no longer exists" in err["error"], err
+        # one answer each
+        for inbox, sid in inboxes.values():
+            assert db.client.next_msg(sid, timeout=1) is None
+        # a request that is served is answered once, with its subject
+        inbox = "_INBOX.creek_test_%s_ok" % db.token
+        sid = db.client.subscribe(inbox)
+        db.client.publish(namespace + "._snapshot",
+                          json.dumps({"database": db.name, "namespace": namespace, "table": "other"}).encode(),
+                          reply=inbox)
+        subject = db.client.next_msg(sid, timeout=30).data.decode()
+        assert snapshot_state(db, subject)[0] == "finished"
+        assert db.client.next_msg(sid, timeout=1) is None
+    finally:
+        db.pg.psql("ALTER SYSTEM RESET creek.max_snapshots; SELECT pg_reload_conf()")
+
+
 def test_add_table_with_snapshot(make_db):
     db = make_db("snap_add")
     db.sql("CREATE TABLE t (id int PRIMARY KEY, v text, n bigint)")
@@ -320,7 +369,7 @@ def test_upgrade_from_0_1_0(pg, nats):
         # the 0.2.0 view over the current library: its 16 columns
         assert pg.query("SELECT messages_in_flight, stats_reset FROM creek.pg_stat_creek WHERE datname = current_database()", db=name)
         pg.psql("ALTER EXTENSION creek UPDATE", db=name)
-        assert pg.scalar("SELECT extversion FROM pg_extension WHERE extname = 'creek'", db=name) == "0.4.0"
+        assert pg.scalar("SELECT extversion FROM pg_extension WHERE extname = 'creek'", db=name) == "0.5.0"
         assert pg.query("SELECT spooled_transactions, spooled_bytes FROM creek.pg_stat_creek "
                         "WHERE datname = current_database()", db=name) == [("0", "0")]
         db = CreekDb(pg, nats.url, name, create=False)

@@ -862,15 +862,25 @@ def test_escaped_database_name_consumers_can_ack(make_db):
         "acknowledged" % (db.wal_stream, m.reply)
 
 
-def test_latin1_database_publishes_utf8(pg, nats, make_db):
-    """Avro strings are UTF-8: a database in another encoding is converted."""
+def latin1_db(pg, nats, prefix):
+    """A new LATIN1 database with creek streaming."""
     import creek_helpers
-    name = creek_helpers.unique_db_name("latin1")
+    name = creek_helpers.unique_db_name(prefix)
     pg.psql("CREATE DATABASE %s ENCODING 'LATIN1' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'" % name)
     db = creek_helpers.CreekDb(pg, nats.url, name, create=False)
     try:
         db.sql("CREATE EXTENSION creek")
         db.wait_streaming()
+    except Exception:
+        db.drop()
+        raise
+    return db
+
+
+def test_latin1_database_publishes_utf8(pg, nats):
+    """Avro strings are UTF-8: a database in another encoding is converted."""
+    db = latin1_db(pg, nats, "latin1")
+    try:
         db.sql("CREATE TABLE t (id int PRIMARY KEY, s text, v varchar(10), j jsonb, n name)")
         db.add_table("t")
         db.sql("INSERT INTO t VALUES (1, 'caf\u00e9 \u00fcber', '\u00e0\u00e9\u00ee', '{\"k\": \"\u00f1\"}', '\u00df')")
@@ -878,5 +888,69 @@ def test_latin1_database_publishes_utf8(pg, nats, make_db):
         (row,) = db.rows()
         assert row.after == {"id": 1, "s": "caf\u00e9 \u00fcber", "v": "\u00e0\u00e9\u00ee",
                              "j": '{"k": "\u00f1"}', "n": "\u00df"}
+    finally:
+        db.drop()
+
+
+def test_latin1_database_names_are_utf8(pg, nats, namespace):
+    """Schema, table, column and type names and enum labels of a database
+    whose encoding is not UTF-8 reach consumers in UTF-8: in `source`, the
+    subject, the schema JSON, snapshots, and after a worker restart (schemas
+    read back from creek.schemas); the views show them in the database."""
+    db = latin1_db(pg, nats, "latin1_names")
+    try:
+        db.sql('CREATE SCHEMA "sch\u00e9ma"; '
+               'CREATE TYPE "sch\u00e9ma".humeur AS ENUM (\'gait\u00e9\', \'ennui\'); '
+               'CREATE TABLE "sch\u00e9ma"."tabl\u00e9" (id int PRIMARY KEY, "pr\u00e9nom" text, '
+               'h "sch\u00e9ma".humeur)')
+        db.sql('SELECT creek.add_table(\'"sch\u00e9ma"."tabl\u00e9"\')')
+        db.sql('INSERT INTO "sch\u00e9ma"."tabl\u00e9" VALUES (1, \'Ren\u00e9e\', \'gait\u00e9\')')
+        db.wait_wal_count(1)
+        (row,) = db.rows()
+        assert row.subject == db.wal_subject("sch\u00e9ma", "tabl\u00e9")
+        assert row.subject.endswith(".wal.sch%C3%A9ma.tabl%C3%A9")
+        assert (row.source["schema"], row.source["table"]) == ("sch\u00e9ma", "tabl\u00e9")
+        schema = json.loads(row.schema_json)
+        row_fields = [f for f in schema["fields"] if f["name"] == "after"][0]["type"][1]["fields"]
+        by_pg_name = {f.get("pgName", f["name"]): f for f in row_fields}
+        assert set(by_pg_name) == {"id", "pr\u00e9nom", "h"}, by_pg_name
+        assert row.after[by_pg_name["pr\u00e9nom"]["name"]] == "Ren\u00e9e"
+        assert by_pg_name["h"]["pgType"] == '"sch\u00e9ma".humeur'
+        (enum_type,) = [t for t in by_pg_name["h"]["type"] if isinstance(t, dict)]
+        assert enum_type["pgEnumLabels"] == ["gait\u00e9", "ennui"]
+        assert row.after["h"] == "gait\u00e9"
+        (sm,) = db.schema_messages()
+        assert json.loads(sm.data.decode("utf-8"))["source"] == "sch\u00e9ma.tabl\u00e9"
+        # in the database, the names read as they were written
+        assert db.query("SELECT schemaname, relname FROM creek.pg_stat_creek_tables "
+                        "WHERE datname = current_database()") == \
+            [("sch\u00e9ma", "tabl\u00e9")]
+        assert db.scalar("SELECT source FROM creek.schemas") == "sch\u00e9ma.tabl\u00e9"
+        assert '"pr\u00e9nom"' in db.scalar("SELECT schema_json FROM creek.schemas")
+        # a snapshot requested over NATS by its UTF-8 name
+        reply = db.client.request(namespace + "._snapshot", json.dumps(
+            {"database": db.name, "namespace": namespace, "table": "sch\u00e9ma.tabl\u00e9"}).encode(), timeout=20)
+        subject = reply.decode()
+        assert subject.startswith("%s.%s.snap.sch%%C3%%A9ma.tabl%%C3%%A9." % (namespace, db.token)), subject
+        msgs = read_stream(db.client, db.snap_stream, filter_subject=subject)
+        header = json.loads(msgs[0].data.decode("utf-8"))
+        assert (header["schema_name"], header["table"]) == ("sch\u00e9ma", "tabl\u00e9")
+        wait_until(lambda: db.scalar("SELECT state FROM creek.pg_stat_creek_snapshots WHERE subject = '%s'"
+                                     % subject) == "finished", 30, 0.2, "the snapshot to finish")
+        assert db.query("SELECT schemaname, relname FROM creek.pg_stat_creek_snapshots "
+                        "WHERE datname = current_database()") == \
+            [("sch\u00e9ma", "tabl\u00e9")]
+        # a name the database encoding cannot hold is not published, with a JSON error
+        err = json.loads(db.client.request(namespace + "._snapshot", json.dumps(
+            {"database": db.name, "namespace": namespace, "table": "\u4e2d"}).encode(), timeout=20))
+        assert "not published" in err["error"], err
+        # after a restart the schema service serves the stored schema, in UTF-8
+        pid = db.stat()["pid"]
+        db.pg.psql("SELECT pg_terminate_backend(%s)" % pid)
+        wait_until(lambda: db.stat()["pid"] not in (pid, None) and db.stat()["state"] == "streaming",
+                   30, 0.2, "the worker restarted")
+        fp = json.loads(sm.data.decode("utf-8"))["fingerprint"]
+        doc = json.loads(db.client.request(namespace + "._schemas", fp.encode(), timeout=10).decode("utf-8"))
+        assert doc["source"] == "sch\u00e9ma.tabl\u00e9" and json.loads(doc["schema"]) == schema
     finally:
         db.drop()

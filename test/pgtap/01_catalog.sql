@@ -1,6 +1,6 @@
 -- creek's catalog objects: schema, tables, functions, view.
 BEGIN;
-SELECT plan(41);
+SELECT plan(42);
 
 SELECT has_extension('creek');
 SELECT has_schema('creek');
@@ -42,14 +42,16 @@ SELECT has_view('creek', 'pg_stat_creek_snapshots', 'creek.pg_stat_creek_snapsho
 SELECT columns_are('creek', 'pg_stat_creek_snapshots', ARRAY[
     'datid', 'datname', 'subject', 'relid', 'schemaname', 'relname', 'state', 'origin',
     'rows_sent', 'approx_rows', 'requested_at', 'started_at', 'finished_at', 'error']);
-SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'creek'), '0.4.0',
-          'a new install is version 0.4.0 (0.1.0 and the upgrade scripts)');
+SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'creek'), '0.5.0',
+          'a new install is version 0.5.0 (0.1.0 and the upgrade scripts)');
 SELECT is((SELECT count(*) FROM pg_extension_update_paths('creek') WHERE source = '0.1.0' AND target = '0.2.0'
            AND path IS NOT NULL), 1::bigint, '0.1.0 upgrades to 0.2.0');
 SELECT is((SELECT count(*) FROM pg_extension_update_paths('creek') WHERE source = '0.2.0' AND target = '0.3.0'
            AND path IS NOT NULL), 1::bigint, '0.2.0 upgrades to 0.3.0');
 SELECT is((SELECT count(*) FROM pg_extension_update_paths('creek') WHERE source = '0.3.0' AND target = '0.4.0'
            AND path IS NOT NULL), 1::bigint, '0.3.0 upgrades to 0.4.0');
+SELECT is((SELECT count(*) FROM pg_extension_update_paths('creek') WHERE source = '0.4.0' AND target = '0.5.0'
+           AND path IS NOT NULL), 1::bigint, '0.4.0 upgrades to 0.5.0');
 SELECT has_function('creek', 'remove_table', ARRAY['regclass']);
 SELECT function_returns('creek', 'remove_table', ARRAY['regclass'], 'void');
 SELECT is_strict('creek', 'remove_table', ARRAY['regclass']);

@@ -290,11 +290,28 @@ struct Client {
     }
 };
 
+// Creates (or updates) a stream of one subject filter with a message size limit.
+bool make_stream(Client &cl, const char *name, const char *subj, int32_t max_msg, bool update) {
+    jsStreamConfig sc;
+    jsStreamConfig_Init(&sc);
+    sc.Name = name;
+    sc.Subjects = &subj;
+    sc.SubjectsLen = 1;
+    sc.MaxMsgSize = max_msg;
+    jsStreamInfo *si = nullptr;
+    jsErrCode e = jsErrCode(0);
+    natsStatus s = update ? js_UpdateStream(&si, cl.js, &sc, nullptr, &e)
+                          : js_AddStream(&si, cl.js, &sc, nullptr, &e);
+    if (si) jsStreamInfo_Destroy(si);
+    return s == NATS_OK;
+}
+
 PublisherConfig make_config(const NatsServer &srv, const std::string &stream, const std::string &subject) {
     PublisherConfig c;
     c.urls = srv.url();
     c.connection_name = "creek-unit-test";
     c.streams = {{stream, subject}};
+    c.ordered_stream = subject;   // as the streaming worker's wal stream
     c.connect_timeout_ms = 1000;
     return c;
 }
@@ -770,34 +787,52 @@ TEST(publish_20000_with_an_acknowledgement_every_32) {
 // stream sequence then moves by more than the messages sent without a reply,
 // which are sent again with a reply each (their ids make that safe). Every
 // message is stored once, in position order among creek's.
-TEST(ack_every_resends_what_the_stream_sequence_does_not_confirm) {
+namespace {
+// ordered: with cfg.ordered_stream, a foreign message without an id makes
+// JetStream refuse creek's next one (it names its predecessor, no longer the
+// last message): resent too, in order.
+void foreign_writer_run(const char *tag, bool ordered) {
     NatsServer &srv = shared_server();
-    Publisher p(window_config(srv, "CREEK_qf", "CREEK.qf.>", 32));
+    std::string stream = std::string("CREEK_") + tag, filter = std::string("CREEK.") + tag + ".>";
+    std::string data_subject = std::string("CREEK.") + tag + ".data";
+    std::string foreign_subject = std::string("CREEK.") + tag + ".foreign";
+    PublisherConfig c = window_config(srv, stream, filter, 32);
+    if (!ordered) c.ordered_stream.clear();
+    Publisher p(c);
     CHECK(p.ensure_ready());
     Client other(srv.url());
     CHECK(other.ok());
     const uint64_t n = 5000;
-    Producer prod{p, "qf", "CREEK.qf.data", 1, n};
+    Producer prod{p, tag, data_subject.c_str(), 1, n};
     int foreign = 0;
     bool done = drive(p, [&] { return prod.next > n && p.acked_through() == n; }, 40000, [&] {
         prod();
         if (other.ok() && foreign < 200 && (p.acked_through() / 20) > uint64_t(foreign))
-            if (natsConnection_PublishString(other.nc, "CREEK.qf.foreign", "x") == NATS_OK) foreign++;
+            if (natsConnection_PublishString(other.nc, foreign_subject.c_str(), "x") == NATS_OK) foreign++;
     });
     std::printf("  %d foreign messages; last_error: %s\n", foreign, p.last_error().c_str());
     CHECK(done);
     CHECK(foreign > 0);
-    CHECK(contains(p.last_error(), "could not confirm"));
+    CHECK(contains(p.last_error(), ordered ? "wrong last msg ID" : "could not confirm"));
     CHECK_EQ(p.messages_published(), n);
     Client cl(srv.url());
     CHECK(cl.ok());
     if (!cl.ok()) return;
-    std::vector<std::string> all = cl.read_all("CREEK_qf", "CREEK.qf.data", n);
+    std::vector<std::string> all = cl.read_all(stream, data_subject, n);
     CHECK_EQ(all.size(), size_t(n));
     size_t bad = 0;
     for (size_t i = 0; i < all.size(); i++)
-        if (all[i] != payload_for("qf", i + 1)) bad++;
+        if (all[i] != payload_for(tag, i + 1)) bad++;
     CHECK_EQ(bad, size_t(0));
+}
+}  // namespace
+
+TEST(ack_every_resends_what_the_stream_sequence_does_not_confirm) {
+    foreign_writer_run("qf", false);
+}
+
+TEST(ordered_stream_with_a_foreign_writer) {
+    foreign_writer_run("qg", true);
 }
 
 // (b4) ack_every 32, every message already stored (a restarted producer):
@@ -1107,21 +1142,7 @@ TEST(stream_max_msg_size_limits_parts) {
     Client cl(srv.url());
     CHECK(cl.ok());
     if (!cl.ok()) return;
-    auto make_stream = [&](const char *name, const char *subj, int32_t max_msg, bool update) {
-        jsStreamConfig sc;
-        jsStreamConfig_Init(&sc);
-        sc.Name = name;
-        sc.Subjects = &subj;
-        sc.SubjectsLen = 1;
-        sc.MaxMsgSize = max_msg;
-        jsStreamInfo *si = nullptr;
-        jsErrCode e = jsErrCode(0);
-        natsStatus s = update ? js_UpdateStream(&si, cl.js, &sc, nullptr, &e)
-                              : js_AddStream(&si, cl.js, &sc, nullptr, &e);
-        if (si) jsStreamInfo_Destroy(si);
-        return s == NATS_OK;
-    };
-    CHECK(make_stream("CREEK_h", "CREEK.h.>", 8192, false));
+    CHECK(make_stream(cl, "CREEK_h", "CREEK.h.>", 8192, false));
     PublisherConfig c = make_config(srv, "CREEK_h", "CREEK.h.>");
     c.retry_backoff_min_ms = 20;
     c.retry_backoff_max_ms = 200;
@@ -1133,7 +1154,7 @@ TEST(stream_max_msg_size_limits_parts) {
     drive(p, [&] { return p.acked_through() == 3; }, 10000);
     CHECK_EQ(p.acked_through(), uint64_t(3));
     // the limit goes down: the next split message is refused, not skipped
-    CHECK(make_stream("CREEK_h", "CREEK.h.>", 2048, true));
+    CHECK(make_stream(cl, "CREEK_h", "CREEK.h.>", 2048, true));
     CHECK_EQ(p.enqueue("CREEK.h.x", "h-2", big.data(), big.size()), uint64_t(6));
     drive(p, [&] { return p.too_large(); }, 5000);
     drive(p, [] { return false; }, 300);
@@ -1149,6 +1170,60 @@ TEST(stream_max_msg_size_limits_parts) {
     drive(p2, [&] { return p2.acked_through() == 20; }, 10000);
     CHECK_EQ(p2.acked_through(), uint64_t(20));
     CHECK_EQ(cl.count("CREEK_h"), uint64_t(23));
+}
+
+// A message refused while later ones are in flight (here: too large for the
+// stream's lowered max_msg_size) does not let them be stored ahead of it:
+// with cfg.ordered_stream each names its predecessor, and JetStream refuses
+// them too. Resent by a new publisher (the worker restarts), the stream holds
+// every message once, in order.
+TEST(ordered_stream_refused_message_stops_later_ones) {
+    NatsServer srv;
+    CHECK(srv.start());
+    Client cl(srv.url());
+    CHECK(cl.ok());
+    if (!cl.ok()) return;
+    CHECK(make_stream(cl, "CREEK_o", "CREEK.o.>", 8192, false));
+    PublisherConfig c = make_config(srv, "CREEK_o", "CREEK.o.>");
+    c.retry_backoff_min_ms = 20;
+    c.retry_backoff_max_ms = 200;
+    const int n = 50;
+    auto payload = [](int i) { return i == 2 ? std::string(5000, 'L') : "small-" + std::to_string(i); };
+    {
+        Publisher p(c);
+        CHECK(p.ensure_ready());
+        p.enqueue("CREEK.o.x", "o-1", payload(1).data(), payload(1).size());
+        drive(p, [&] { return p.acked_through() == 1; }, 5000);
+        CHECK_EQ(p.acked_through(), uint64_t(1));
+        // message 2 (sent whole: 5000 bytes) is now too large
+        CHECK(make_stream(cl, "CREEK_o", "CREEK.o.>", 2048, true));
+        for (int i = 2; i <= n; i++) {
+            std::string d = payload(i);
+            p.enqueue("CREEK.o.x", "o-" + std::to_string(i), d.data(), d.size());
+        }
+        drive(p, [&] { return p.too_large(); }, 5000);
+        drive(p, [] { return false; }, 300);
+        CHECK(p.too_large());
+        std::printf("  (expected) %s\n", p.last_error().c_str());
+        CHECK_EQ(p.acked_through(), uint64_t(1));
+        CHECK_EQ(cl.count("CREEK_o"), uint64_t(1));   // none of 3..50 ahead of 2
+    }
+    Publisher p2(c);
+    CHECK(p2.ensure_ready());
+    for (int i = 1; i <= n; i++) {
+        std::string d = payload(i);
+        p2.enqueue("CREEK.o.x", "o-" + std::to_string(i), d.data(), d.size());
+    }
+    drive(p2, [&] { return p2.acked_through() == p2.last_position(); }, 10000);
+    CHECK_EQ(p2.acked_through(), p2.last_position());
+    std::vector<std::string> want = {"o-1"};
+    for (int k = 1; k <= 5; k++) want.push_back("o-2:" + std::to_string(k) + "/5");
+    for (int i = 3; i <= n; i++) want.push_back("o-" + std::to_string(i));
+    std::vector<std::string> ids;
+    cl.read_all("CREEK_o", "CREEK.o.>", want.size(), 20000, nullptr, &ids);
+    CHECK(ids == want);
+    if (ids != want)
+        for (size_t k = 0; k < ids.size() && k < 12; k++) std::printf("  stored %zu: %s\n", k + 1, ids[k].c_str());
 }
 
 TEST_MAIN()
