@@ -21,6 +21,9 @@
 // messages per second. --ack-every K puts a reply subject on one message in K
 // and on the last of each burst, as creek.ack_every does. The pgbench phase
 // uses both to load nats-server with creek's messages, without creek.
+// --expect-last (eventloop only) puts on every message but the first the
+// header Nats-Expected-Last-Msg-Id naming the message before it, as creek
+// does on its wal stream while that one is unanswered.
 //
 // The stream must exist (bench/bench.py creates it with the configuration of
 // creek's own wal stream). Exit status 0 when every message was acknowledged;
@@ -72,7 +75,8 @@ double now_s() {
                  "usage: js_ceiling --url URL --subject SUBJECT --size BYTES --count N\n"
                  "                  [--max-pending 4096] [--ack-timeout-ms 5000] [--id-prefix 0/1A2B3C4D]\n"
                  "                  [--mode async|eventloop]\n"
-                 "                  [--rate MSGS_PER_S] [--ack-every K] [--tick-ms MS]   (eventloop only)\n");
+                 "                  [--rate MSGS_PER_S] [--ack-every K] [--tick-ms MS] [--expect-last 0|1]\n"
+                 "                  (the last four: eventloop only)\n");
     std::exit(2);
 }
 
@@ -116,7 +120,7 @@ natsStatus ev_detach(void *user) { return ev_read(user, false); }
 
 int run_eventloop(const std::string &url, const std::string &subject, const std::vector<char> &payload,
                   long size, long count, long max_pending, const std::string &id_prefix, double rate,
-                  long ack_every, double tick_s) {
+                  long ack_every, double tick_s, bool expect_last) {
     Loop loop;
     loop.ep = epoll_create1(EPOLL_CLOEXEC);
     natsOptions *opts = nullptr;
@@ -145,7 +149,7 @@ int run_eventloop(const std::string &url, const std::string &subject, const std:
     // done: messages up to the last one answered, for the in-flight window.
     long sent = 0, replies = 0, answered = 0, done = 0, ok = 0, dup = 0, err = 0;
     char reply[160];
-    std::string id, scratch;
+    std::string id, prev_id, scratch;
     const double t0 = now_s();
     const double give_up = t0 + 600;  // bounded: never more than 10 minutes
     while ((sent < count || answered < replies) && now_s() < give_up && !natsConnection_IsClosed(nc)) {
@@ -159,7 +163,9 @@ int run_eventloop(const std::string &url, const std::string &subject, const std:
             std::snprintf(reply, sizeof reply, "%s%ld", prefix.c_str(), sent);
             natsMsg *m = nullptr;
             s = creek::make_nats_msg(&m, subject.c_str(), with_reply ? reply : nullptr, id, std::string(),
-                                     payload.data(), size, scratch);
+                                     payload.data(), size, scratch,
+                                     expect_last && sent > 0 ? prev_id.c_str() : nullptr);
+            prev_id.swap(id);
             if (s == NATS_OK) s = natsConnection_PublishMsg(nc, m);
             creek::free_nats_msg(m);
             if (s != NATS_OK) {
@@ -221,6 +227,7 @@ int main(int argc, char **argv) {
     std::string url = "nats://127.0.0.1:4222", subject, id_prefix = "0/1A2B3C4D", mode = "async";
     long size = -1, count = -1, max_pending = 4096, ack_timeout_ms = 5000, ack_every = 1;
     double rate = 0, tick_ms = 5;
+    bool expect_last = false;
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
         if (i + 1 >= argc) usage();
@@ -236,11 +243,12 @@ int main(int argc, char **argv) {
         else if (a == "--rate") rate = std::atof(v);
         else if (a == "--ack-every") ack_every = std::atol(v);
         else if (a == "--tick-ms") tick_ms = std::atof(v);
+        else if (a == "--expect-last") expect_last = std::atol(v) != 0;
         else usage();
     }
     if (subject.empty() || size < 0 || count <= 0 || max_pending <= 0) usage();
     if (mode != "async" && mode != "eventloop") usage();
-    if ((rate > 0 || ack_every > 1) && mode != "eventloop") usage();
+    if ((rate > 0 || ack_every > 1 || expect_last) && mode != "eventloop") usage();
     if (tick_ms < 1) usage();
 
     std::vector<char> payload(size_t(size) + 1);
@@ -249,7 +257,7 @@ int main(int argc, char **argv) {
     payload[0] = char(0xC3);  // looks like a single-object payload; JetStream does not care
     if (size > 1) payload[1] = 0x01;
     if (mode == "eventloop") return run_eventloop(url, subject, payload, size, count, max_pending, id_prefix, rate,
-                                                       ack_every, tick_ms / 1000.0);
+                                                       ack_every, tick_ms / 1000.0, expect_last);
 
     natsOptions *opts = nullptr;
     natsConnection *nc = nullptr;
