@@ -67,8 +67,8 @@ static char *settings_fingerprint()
 
 /* ---------- plain C++ helpers (no Postgres calls) ---------- */
 
-// The content of a secret file, without its trailing newline; "" for no file.
-// db_name: in UTF-8, as consumers see it.
+// The worker's stream state and publisher. db_name: in UTF-8, as consumers
+// see it.
 static CreekStream *new_stream(CreekDbEntry *entry, const char *db_name)
 {
     CreekStream *st = new CreekStream();
