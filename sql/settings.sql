@@ -5,6 +5,7 @@ SHOW creek.producer_name;
 SHOW creek.ack_timeout;
 SHOW creek.stream_storage;
 SHOW creek.stream_duplicate_window;
+SHOW creek.ordered_publish;
 
 -- settings that need a reload cannot be set in a session
 SET creek.namespace = 'OTHER';

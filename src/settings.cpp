@@ -31,6 +31,7 @@ int creek_nats_connect_timeout_ms = 2000;
 int creek_nats_reconnect_wait_ms = 2000;
 int creek_max_snapshots = 2;
 bool creek_snapshot_service = true;
+bool creek_ordered_publish = true;
 int creek_batch_delay_ms = 5;
 }
 
@@ -180,6 +181,12 @@ void creek_define_settings()
         "creek.snapshot_service", "Serve snapshot requests on NATS (NS._snapshot).",
         "A snapshot sends a whole published table to whoever can read the snapshot stream.",
         &creek_snapshot_service, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomBoolVariable(
+        "creek.ordered_publish", "Keep row changes in order in JetStream whatever fails.",
+        "A row change sent while the one before it is unanswered names that one in the header "
+        "Nats-Expected-Last-Msg-Id, and JetStream refuses it unless that one is stored. Turn off "
+        "only if other clients publish into creek's wal stream.",
+        &creek_ordered_publish, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
     DefineCustomIntVariable(
         "creek.max_tables", "Published tables whose statistics are kept (shared memory).",
         nullptr, &creek_max_tables, 1024, 16, 1000000, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);

@@ -30,6 +30,7 @@ extern int creek_nats_connect_timeout_ms;
 extern int creek_nats_reconnect_wait_ms;
 extern int creek_max_snapshots;
 extern bool creek_snapshot_service;
+extern bool creek_ordered_publish;
 extern int creek_batch_delay_ms;
 }
 

@@ -51,8 +51,8 @@ static char *settings_fingerprint()
         secrets = creek_secrets_hash();
     } catch (...) {
     }
-    return psprintf("%d|%d|%d|%d|%llx|%s|%s|%s|%d|%d|%d|%d|%d|%d|%d|%s|%s|%s|%s|%s|%s|%d|%s|%s|%s|%d",
-                    (int) creek_snapshot_service,
+    return psprintf("%d|%d|%d|%d|%d|%llx|%s|%s|%s|%d|%d|%d|%d|%d|%d|%d|%s|%s|%s|%s|%s|%s|%d|%s|%s|%s|%d",
+                    (int) creek_snapshot_service, (int) creek_ordered_publish,
                     creek_stream_max_bytes_mb, creek_nats_connect_timeout_ms, creek_nats_reconnect_wait_ms,
                     (unsigned long long) secrets, creek_nats_url,
                     creek_namespace, creek_producer_name, creek_max_in_flight, creek_ack_every, creek_ack_timeout_ms,
@@ -81,7 +81,8 @@ static CreekStream *new_stream(CreekDbEntry *entry, const char *db_name)
                    {st->subjects->schema_stream(), st->subjects->schema_filter()},
                    {st->subjects->snap_stream(), st->subjects->snap_filter()}};
     // this worker alone writes the wal stream, whose order consumers rely on
-    cfg.ordered_stream = st->subjects->wal_filter();
+    if (creek_ordered_publish)
+        cfg.ordered_stream = st->subjects->wal_filter();
     st->pub = new creek::Publisher(cfg);
     return st;
 }

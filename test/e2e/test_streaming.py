@@ -349,6 +349,36 @@ def test_interleaved_transactions_keep_commit_order(make_db):
     assert [db.decode(m).after["id"] for m in ta_only] == [e[2] for e in expected if e[1] == "ta"]
 
 
+def test_ordered_publish_names_the_message_before(make_db):
+    """Row changes sent while the one before them is unanswered carry
+    Nats-Expected-Last-Msg-Id naming it (the wal stream's order is kept
+    whatever fails); creek.ordered_publish = off leaves the header out."""
+    db = make_db("s_ordered")
+    db.sql("CREATE TABLE t (id int PRIMARY KEY)")
+    db.add_table("t")
+    db.sql("INSERT INTO t SELECT g FROM generate_series(1, 3000) g")
+    db.wait_wal_count(3000)
+    msgs = read_stream(db.client, db.wal_stream)
+    named = [(prev.msg_id, m.headers.get("Nats-Expected-Last-Msg-Id"))
+             for prev, m in zip(msgs, msgs[1:]) if "Nats-Expected-Last-Msg-Id" in m.headers]
+    # pipelined: most messages name their predecessor, and always the right one
+    assert len(named) > 1000, len(named)
+    assert all(prev == want for prev, want in named), [x for x in named if x[0] != x[1]][:3]
+    assert "Nats-Expected-Last-Msg-Id" not in msgs[0].headers
+    pid = db.stat()["pid"]
+    db.pg.psql("ALTER SYSTEM SET creek.ordered_publish = off; SELECT pg_reload_conf()")
+    try:
+        wait_until(lambda: db.stat()["pid"] not in (pid, None) and db.stat()["state"] == "streaming",
+                   30, 0.2, "the worker restarted with the new setting")
+        db.sql("INSERT INTO t SELECT g FROM generate_series(3001, 6000) g")
+        db.wait_wal_count(6000)
+        later = read_stream(db.client, db.wal_stream, start_seq=3001)
+        assert [db.decode(m).after["id"] for m in later] == list(range(3001, 6001))
+        assert not any("Nats-Expected-Last-Msg-Id" in m.headers for m in later)
+    finally:
+        db.pg.psql("ALTER SYSTEM RESET creek.ordered_publish; SELECT pg_reload_conf()")
+
+
 def test_batch_delay_applies_at_reload(make_db):
     """creek.batch_delay: a commit wakes the worker, which waits that long and
     publishes everything committed meanwhile at once. Changing it takes effect
