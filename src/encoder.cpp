@@ -5,6 +5,8 @@
 // alive in these frames while Postgres functions run (see pg.hpp).
 #include "encoder.hpp"
 
+#include "names.hpp"
+
 using creek::TypeInfo;
 using creek::ValueKind;
 
@@ -12,15 +14,9 @@ using creek::ValueKind;
 static const int64 kUnixToPgMicros = INT64CONST(946684800000000);
 static const int32 kUnixToPgDays = 10957;
 
-static bool server_is_utf8()
-{
-    int enc = GetDatabaseEncoding();
-    return enc == PG_UTF8 || enc == PG_SQL_ASCII;
-}
-
 static void put_server_text(creek::AvroWriter *w, const char *s, int len)
 {
-    if (server_is_utf8()) {
+    if (creek_database_is_utf8()) {
         w->put_string(s, len);
         return;
     }

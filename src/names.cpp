@@ -4,7 +4,7 @@
 #include "catalog/namespace.h"
 #include "mb/pg_wchar.h"
 
-static bool database_is_utf8()
+bool creek_database_is_utf8()
 {
     int enc = GetDatabaseEncoding();
     return enc == PG_UTF8 || enc == PG_SQL_ASCII;
@@ -12,7 +12,7 @@ static bool database_is_utf8()
 
 const char *creek_name_utf8(const char *s)
 {
-    if (database_is_utf8())
+    if (creek_database_is_utf8())
         return s;
     return (const char *) pg_do_encoding_conversion((unsigned char *) s, (int) strlen(s), GetDatabaseEncoding(),
                                                     PG_UTF8);
@@ -23,7 +23,7 @@ const char *creek_name_from_utf8(const char *s)
     int len = (int) strlen(s);
     if (!pg_verify_mbstr(PG_UTF8, s, len, true))
         return nullptr;
-    if (database_is_utf8())
+    if (creek_database_is_utf8())
         return s;
     int enc = GetDatabaseEncoding();
     Oid proc = FindDefaultConversionProc(PG_UTF8, enc);

@@ -6,6 +6,10 @@
 
 #include "pg.hpp"
 
+// Text in the database needs no conversion to UTF-8: the database is UTF-8
+// or SQL_ASCII (bytes taken as they are). Also used for column values (encoder).
+bool creek_database_is_utf8();
+
 // s (in the database's encoding) in UTF-8: s itself when the database is
 // UTF-8 or SQL_ASCII, else a palloc'd copy. Raises an ERROR if s cannot be
 // converted.

@@ -327,7 +327,7 @@ void Publisher::Impl::send(int64_t now) {
         // cfg.ordered_stream: name the message before this one while it may
         // still fail (never on a probe: everything before it is stored)
         const char *expect_last = nullptr;
-        const bool ordered = e.stream != nullptr && !cfg.ordered_stream.empty() && *e.stream == cfg.ordered_stream;
+        const bool ordered = ordered_filter != nullptr && e.stream == ordered_filter;
         if (ordered && !recovering && ordered_last_pos > acked && ordered_last_pos < pos &&
             entry(ordered_last_pos).st == InFlight)
             expect_last = entry(ordered_last_pos).id.c_str();

@@ -595,6 +595,11 @@ void Publisher::Impl::teardown(bool wait_closed) {
 
 Publisher::Publisher(PublisherConfig cfg) : impl_(new Impl) {
     impl_->cfg = std::move(cfg);
+    for (const auto &st : impl_->cfg.streams)
+        if (!impl_->cfg.ordered_stream.empty() && st.second == impl_->cfg.ordered_stream) {
+            impl_->ordered_filter = &st.second;   // what stream_filter_of() returns for it
+            break;
+        }
     impl_->backoff_ms = std::max<int64_t>(impl_->cfg.retry_backoff_min_ms, 0);
     impl_->cb = new CbState;
     CbState *cb = impl_->cb;

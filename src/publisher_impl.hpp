@@ -161,7 +161,9 @@ struct Publisher::Impl {
         uint64_t seq = 0;
     };
     std::unordered_map<const std::string *, LastAck> last_ack;   // per stream
-    // cfg.ordered_stream: the position of the last message sent to it (0: none)
+    // cfg.ordered_stream: its entry in cfg.streams (nullptr: none), and the
+    // position of the last message sent to it (0: none)
+    const std::string *ordered_filter = nullptr;
     uint64_t ordered_last_pos = 0;
     const std::string *stream_filter_of(const std::string &subject) const;
     void resolve_covered(uint64_t pos, uint64_t send_no, uint32_t covers, bool stored);
