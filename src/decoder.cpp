@@ -13,6 +13,7 @@
 #include <stdexcept>
 
 
+#include "partition_ddl.hpp"
 #include "table_info.hpp"
 
 CreekStream *creek_stream = nullptr;
@@ -43,20 +44,15 @@ static void load_membership(CreekStream *st)
     st->published.clear();
     st->tables_relid = InvalidOid;
     Oid nsp = get_namespace_oid("creek", true);
+    st->creek_nsp = nsp;
     if (OidIsValid(nsp))
         st->tables_relid = get_relname_relid("tables", nsp);
     if (OidIsValid(st->tables_relid)) {
-        Relation rel = table_open(st->tables_relid, AccessShareLock);
-        SysScanDesc scan = systable_beginscan(rel, InvalidOid, false, nullptr, 0, nullptr);
-        HeapTuple tup;
-        while ((tup = systable_getnext(scan)) != nullptr) {
-            bool isnull;
-            Datum d = heap_getattr(tup, 1, RelationGetDescr(rel), &isnull);
-            if (!isnull)
-                st->published.insert(DatumGetObjectId(d));
-        }
-        systable_endscan(scan);
-        table_close(rel, AccessShareLock);
+        List *relids = creek_published_relids(st->tables_relid);
+        ListCell *lc;
+        foreach (lc, relids)
+            st->published.insert(lfirst_oid(lc));
+        list_free(relids);
     }
     // which ancestor a partition publishes through depends on membership
     st->partition_routes.clear();
@@ -337,18 +333,13 @@ static Relation open_target(Oid relid)
     return rel;
 }
 
-// Publishes one change of rel: as a change of target, rel's published
-// partitioned ancestor, when target is not null.
-static void publish_change(CreekStream *st, Relation rel, Relation target,
-                           ReorderBufferChange *change)
+// Publishes one change of rel (action, old and new tuples in rel's
+// columns): as a change of target, rel's published partitioned ancestor,
+// when target is not null, with map converting rel's tuples to its columns.
+static void publish_row(CreekStream *st, Relation rel, Relation target, TupleConversionMap *map,
+                        ReorderBufferChangeType action, XLogRecPtr lsn, HeapTuple oldt, HeapTuple newt)
 {
-    HeapTuple oldt = change->data.tp.oldtuple ? &change->data.tp.oldtuple->tuple : nullptr;
-    HeapTuple newt = change->data.tp.newtuple ? &change->data.tp.newtuple->tuple : nullptr;
     if (target != nullptr) {
-        // attribute numbers may differ (dropped columns, ATTACH PARTITION of
-        // a table created with another column order): map by name
-        TupleConversionMap *map =
-            convert_tuples_by_name(RelationGetDescr(rel), RelationGetDescr(target));
         if (map != nullptr) {
             if (oldt)
                 oldt = execute_attr_map_tuple(oldt, map);
@@ -360,9 +351,9 @@ static void publish_change(CreekStream *st, Relation rel, Relation target,
     CreekTable *t = get_table(st, rel);
     TupleDesc desc = RelationGetDescr(rel);
 
-    switch (change->action) {
+    switch (action) {
     case REORDER_BUFFER_CHANGE_INSERT:
-        emit(st, t, OP_C, change->lsn, desc, nullptr, newt);
+        emit(st, t, OP_C, lsn, desc, nullptr, newt);
         break;
     case REORDER_BUFFER_CHANGE_UPDATE: {
         int op = OP_U;
@@ -376,15 +367,96 @@ static void publish_change(CreekStream *st, Relation rel, Relation target,
         } else if (!t->schema.before_cols.empty()) {
             before = newt;  // key unchanged: the new tuple holds it
         }
-        emit(st, t, op, change->lsn, desc, before, newt);
+        emit(st, t, op, lsn, desc, before, newt);
         break;
     }
     case REORDER_BUFFER_CHANGE_DELETE:
-        emit(st, t, OP_D, change->lsn, desc, oldt, nullptr);
+        emit(st, t, OP_D, lsn, desc, oldt, nullptr);
         break;
     default:
         break;
     }
+}
+
+// attribute numbers may differ (dropped columns, ATTACH PARTITION of a table
+// created with another column order): map by name
+static TupleConversionMap *map_to(Relation rel, Relation target)
+{
+    return target ? convert_tuples_by_name(RelationGetDescr(rel), RelationGetDescr(target)) : nullptr;
+}
+
+static void publish_change(CreekStream *st, Relation rel, Relation target,
+                           ReorderBufferChange *change)
+{
+    publish_row(st, rel, target, map_to(rel, target), change->action, change->lsn,
+                change->data.tp.oldtuple ? &change->data.tp.oldtuple->tuple : nullptr,
+                change->data.tp.newtuple ? &change->data.tp.newtuple->tuple : nullptr);
+}
+
+// A chunk of creek.partition_rows (partition_ddl.cpp): rows that partition
+// DDL took out of ('d') or brought into ('c') the table partition relid is
+// published through; each becomes a delete or an insert of that partition.
+static void publish_partition_rows(CreekStream *st, Relation chunk_rel, HeapTuple chunk, XLogRecPtr lsn)
+{
+    TupleDesc cdesc = RelationGetDescr(chunk_rel);
+    bool null1, null2, null3;
+    Oid relid = DatumGetObjectId(heap_getattr(chunk, 1, cdesc, &null1));
+    char op = DatumGetChar(heap_getattr(chunk, 2, cdesc, &null2));
+    Datum rows_datum = heap_getattr(chunk, 3, cdesc, &null3);
+    if (null1 || null2 || null3 || (op != 'c' && op != 'd'))
+        return;
+    Relation rel = RelationIdGetRelation(relid);
+    if (!RelationIsValid(rel))
+        return;
+    Oid target_id = InvalidOid;
+    if (st->published.count(relid))
+        target_id = relid;
+    else if (rel->rd_rel->relispartition)
+        target_id = published_ancestor(st, relid);
+    if (!OidIsValid(target_id)) {
+        RelationClose(rel);
+        return;
+    }
+    if (op == 'd')
+        st->ddl_removed.insert(relid);
+    Relation target = target_id == relid ? nullptr : open_target(target_id);
+    TupleConversionMap *map = map_to(rel, target);
+    bytea *rows = DatumGetByteaPP(rows_datum);
+    const char *p = VARDATA_ANY(rows);
+    const char *end = p + VARSIZE_ANY_EXHDR(rows);
+    MemoryContext rowcxt = AllocSetContextCreate(CurrentMemoryContext, "creek partition row",
+                                                 ALLOCSET_DEFAULT_SIZES);
+    while (p < end) {
+        uint32 len;
+        if (end - p < (ptrdiff_t) sizeof len)
+            elog(ERROR, "creek found a malformed chunk of creek.partition_rows");
+        memcpy(&len, p, sizeof len);
+        p += sizeof len;
+        if ((size_t) (end - p) < len)
+            elog(ERROR, "creek found a malformed chunk of creek.partition_rows");
+        MemoryContext old = MemoryContextSwitchTo(rowcxt);
+        HeapTuple tup = nullptr;
+        if (len > 0) {   // (0: a removed row of which the WAL would keep nothing)
+            tup = static_cast<HeapTuple>(palloc(HEAPTUPLESIZE + len));
+            tup->t_len = len;
+            ItemPointerSetInvalid(&tup->t_self);
+            tup->t_tableOid = relid;
+            tup->t_data = reinterpret_cast<HeapTupleHeader>(reinterpret_cast<char *>(tup) + HEAPTUPLESIZE);
+            memcpy(tup->t_data, p, len);
+        }
+        p += len;
+        if (op == 'c')
+            publish_row(st, rel, target, map, REORDER_BUFFER_CHANGE_INSERT, lsn, nullptr, tup);
+        else
+            publish_row(st, rel, target, map, REORDER_BUFFER_CHANGE_DELETE, lsn, tup, nullptr);
+        MemoryContextSwitchTo(old);
+        MemoryContextReset(rowcxt);
+        creek_wait_for_room();
+    }
+    MemoryContextDelete(rowcxt);
+    if (target != nullptr)
+        RelationClose(target);
+    RelationClose(rel);
 }
 
 static void change_impl(CreekStream *st, Relation rel, ReorderBufferChange *change)
@@ -398,6 +470,12 @@ static void change_impl(CreekStream *st, Relation rel, ReorderBufferChange *chan
         load_membership(st);
     if (relid == st->tables_relid)
         return;
+    if (rel->rd_rel->relnamespace == st->creek_nsp &&
+        strcmp(RelationGetRelationName(rel), CREEK_PARTITION_ROWS_TABLE) == 0) {
+        if (change->action == REORDER_BUFFER_CHANGE_INSERT && change->data.tp.newtuple != nullptr)
+            publish_partition_rows(st, rel, &change->data.tp.newtuple->tuple, change->lsn);
+        return;
+    }
     if (st->published.count(relid)) {
         publish_change(st, rel, nullptr, change);
         return;
@@ -449,7 +527,9 @@ static void set_txn(CreekStream *st, ReorderBufferTXN *txn)
 
 static void begin_cb(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 {
-    set_txn(static_cast<CreekStream *>(ctx->output_plugin_private), txn);
+    CreekStream *st = static_cast<CreekStream *>(ctx->output_plugin_private);
+    set_txn(st, txn);
+    st->ddl_removed.clear();
 }
 
 static void change_cb(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
@@ -490,6 +570,22 @@ static bool truncates_whole_tree(Oid root, int nrelations, Relation relations[])
     }
     list_free(tree);
     return all;
+}
+
+// A partition that this TRUNCATE emptied, whose changes go to target, and
+// whose rows the transaction did not publish as removed (creek.partition_rows)
+// before; or InvalidOid.
+static Oid unpublished_truncated_leaf(CreekStream *st, Oid target, int nrelations, Relation relations[])
+{
+    for (int i = 0; i < nrelations; i++) {
+        Relation rel = relations[i];
+        Oid relid = RelationGetRelid(rel);
+        if (rel->rd_rel->relkind == RELKIND_RELATION && rel->rd_rel->relispartition &&
+            !st->published.count(relid) && published_ancestor(st, relid) == target &&
+            !st->ddl_removed.count(relid))
+            return relid;
+    }
+    return InvalidOid;
 }
 
 static char *qualified_relname(Oid relid)
@@ -539,10 +635,14 @@ static void truncate_impl(CreekStream *st, int nrelations, Relation relations[],
             continue;  // one message per partitioned table and statement
         handled[nhandled++] = target_id;
         if (!truncates_whole_tree(target_id, nrelations, relations)) {
-            ereport(LOG,
-                    (errmsg("creek does not publish the TRUNCATE of partition \"%s\" of table \"%s\"",
-                            qualified_relname(relid), qualified_relname(target_id)),
-                     errdetail("Only a TRUNCATE that empties the whole partitioned table is published.")));
+            Oid leaf = unpublished_truncated_leaf(st, target_id, nrelations, relations);
+            if (OidIsValid(leaf))
+                ereport(LOG,
+                        (errmsg("creek does not publish the TRUNCATE of partition \"%s\" of table \"%s\"",
+                                qualified_relname(leaf), qualified_relname(target_id)),
+                         errdetail("Its rows leave the table without messages: it was emptied by TRUNCATE ... "
+                                   "CASCADE, or with creek.publish_partition_ddl off, or before ALTER EXTENSION "
+                                   "creek UPDATE to 0.6.0.")));
             continue;
         }
         Relation target = target_id == relid ? rel : open_target(target_id);
@@ -566,6 +666,7 @@ static void truncate_cb(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, int 
 
 static void commit_impl(CreekStream *st, ReorderBufferTXN *txn)
 {
+    st->ddl_removed.clear();
     uint64_t last = st->pub->last_position();
     // Transactions that published nothing new merge into the previous entry.
     if (!st->pending.empty() && st->pending.back().last_position == last)

@@ -4,6 +4,7 @@
 #include "pg.hpp"
 
 #include "launcher.hpp"
+#include "partition_ddl.hpp"
 #include "settings.hpp"
 #include "shmem.hpp"
 #include "slot.hpp"
@@ -136,6 +137,9 @@ static void creek_process_utility(PlannedStmt *pstmt, const char *query, bool re
             if (strcmp(strVal(lfirst(lc)), "creek") == 0)
                 dropping_creek = true;
     }
+    // rows that partition DDL takes out of a published table: before it runs
+    CreekPartitionDdl partition_ddl;
+    creek_partition_ddl_before(stmt, &partition_ddl);
     PG_TRY();
     {
         if (prev_process_utility)
@@ -152,6 +156,7 @@ static void creek_process_utility(PlannedStmt *pstmt, const char *query, bool re
         PG_RE_THROW();
     }
     PG_END_TRY();
+    creek_partition_ddl_after(&partition_ddl);
     if (OidIsValid(dropping_db)) {
         creek_forget_db(dropping_db);
         creek_mark_db_dropped(dropping_db);

@@ -32,6 +32,7 @@ int creek_nats_reconnect_wait_ms = 2000;
 int creek_max_snapshots = 2;
 bool creek_snapshot_service = true;
 bool creek_ordered_publish = true;
+bool creek_publish_partition_ddl = true;
 int creek_batch_delay_ms = 5;
 }
 
@@ -187,6 +188,12 @@ void creek_define_settings()
         "Nats-Expected-Last-Msg-Id, and JetStream refuses it unless that one is stored. Turn off "
         "only if other clients publish into creek's wal stream.",
         &creek_ordered_publish, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomBoolVariable(
+        "creek.publish_partition_ddl",
+        "Publish the rows that partition DDL takes out of or brings into a published partitioned table.",
+        "TRUNCATE, DROP TABLE and DETACH PARTITION of a partition publish a 'd' for each of its rows, "
+        "ATTACH PARTITION a 'c'. Off: these rows leave or enter without a message.",
+        &creek_publish_partition_ddl, true, PGC_USERSET, 0, nullptr, nullptr, nullptr);
     DefineCustomIntVariable(
         "creek.max_tables", "Published tables whose statistics are kept (shared memory).",
         nullptr, &creek_max_tables, 1024, 16, 1000000, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);

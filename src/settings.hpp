@@ -31,6 +31,7 @@ extern int creek_nats_reconnect_wait_ms;
 extern int creek_max_snapshots;
 extern bool creek_snapshot_service;
 extern bool creek_ordered_publish;
+extern bool creek_publish_partition_ddl;
 extern int creek_batch_delay_ms;
 }
 

@@ -56,6 +56,7 @@ struct CreekStream {
     // membership, read from creek.tables with the historic snapshot
     bool membership_valid = false;
     Oid tables_relid = InvalidOid;
+    Oid creek_nsp = InvalidOid;            // creek's schema: creek.partition_rows is in it
     std::unordered_set<Oid> published;
     std::unordered_map<Oid, CreekTable> tables;
 
@@ -71,6 +72,9 @@ struct CreekStream {
     // relcache reset, and whenever membership is reread.
     std::unordered_map<Oid, Oid> partition_routes;
     std::unordered_set<Oid> route_ancestors;
+    // partitions whose rows the current transaction published as removed
+    // (creek.partition_rows, partition_ddl.cpp): their TRUNCATE is not logged
+    std::unordered_set<Oid> ddl_removed;
 
     // schemas: fingerprint -> schema message JSON (served on NS._schemas)
     std::unordered_map<std::string, std::string> known_schemas;

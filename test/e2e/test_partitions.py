@@ -3,8 +3,10 @@
 creek.add_table() on a partitioned table publishes the changes of all its
 partitions, present and future, on the partitioned table's subject with its
 writer schema, in commit order; rows are converted to its columns even where
-a partition's attribute numbers differ. A TRUNCATE is published (op 't') only
-when it empties the whole partitioned table.
+a partition's attribute numbers differ. A TRUNCATE that empties the whole
+partitioned table is published as 't'; one of some partitions, and DETACH /
+ATTACH PARTITION, as a 'd' / 'c' per row they take out or bring in
+(test_partition_ddl.py has more of these).
 
 Each test creates its own database (make_db) in the session cluster."""
 
@@ -326,7 +328,9 @@ def fill(db, rec, base):
 def test_truncate(make_db):
     """A TRUNCATE that empties the whole partitioned table publishes one 't'
     on its subject; one that truncates only some of its partitions publishes
-    nothing (and says so in the server log)."""
+    a 'd' for each row it removes (before the statement's other messages),
+    and nothing when creek.publish_partition_ddl is off (the server log says
+    so)."""
     db = make_db("p_trunc")
     db.sql(SETUP)
     db.add_table("m")
@@ -334,12 +338,15 @@ def test_truncate(make_db):
     db.add_table("solo")
     log_from = db.pg.log_offset()
     rec = Recorder(db)
-    fill(db, rec, 0)
-    # some partitions only: nothing published
-    rec.tx(["TRUNCATE m_2023"], [])
+    k = fill(db, rec, 0)
+    # some partitions only: their rows, as deletes
+    rec.tx(["TRUNCATE m_2023"], [d(k[0])])
     rec.tx(["INSERT INTO m VALUES (50, '2023-01-02')"], [c((50, "2023-01-02"))])
-    rec.tx(["TRUNCATE m_2025"], [])           # a partition with partitions of its own
-    rec.tx(["TRUNCATE m_2024, m_2026, m_2023"], [])
+    rec.tx(["TRUNCATE m_2025"], [d(k[2]), d(k[3])])  # a partition with partitions of its own
+    rec.tx(["TRUNCATE m_2024, m_2026, m_2023"], [d(k[1]), d(k[4]), d((50, "2023-01-02"))])
+    rec.tx(["TRUNCATE m_2027"], [d(k[5])])
+    rec.tx(["TRUNCATE m_2023"], [])           # already empty
+    k = fill(db, rec, 50)
     # every partition, in one statement: the table is empty
     rec.tx(["TRUNCATE m_2023, m_2024, m_2025_0, m_2025_1, m_2026, m_2027"], [t()])
     assert db.scalar("SELECT count(*) FROM m") == "0"
@@ -351,8 +358,13 @@ def test_truncate(make_db):
     rec.tx(["TRUNCATE notpub, m, solo", "INSERT INTO m VALUES (300, '2024-03-03')",
             "TRUNCATE other, m"],
            [t(), t("solo"), c((300, "2024-03-03")), t()])
-    ghosts = fill(db, rec, 400)
-    rec.tx(["TRUNCATE m_2023, solo"], [t("solo")])
+    k = fill(db, rec, 400)
+    rec.tx(["TRUNCATE m_2023, solo"], [d(k[0]), t("solo")])
+    # rolled back: nothing
+    rec.tx(["TRUNCATE m_2024", "ROLLBACK", "BEGIN"], [])
+    # creek.publish_partition_ddl off: the rows leave without a message
+    rec.tx(["SET LOCAL creek.publish_partition_ddl = off", "TRUNCATE m_2024"], [])
+    ghost = k[1]
     final = pg_state(db)
     rec.close()
 
@@ -361,14 +373,15 @@ def test_truncate(make_db):
     rows = db.rows()
     assert_msg_ids(rows)
     check_messages(db, rows, rec.txs)
-    # the consumer's copy keeps the rows of the truncated partition
+    # the consumer's copy is the table, but for the row truncated with the setting off
     copy = replay([r for r in rows if r.source["table"] == "m"])
-    assert set(copy) - set(final) == {k for k in ghosts if k[1].startswith("2023")}
+    assert set(copy) - set(final) == {ghost}
     assert set(final) <= set(copy)
     log = db.pg.log(log_from)
-    for part in ("m_2023", "m_2025", "m_2024"):
-        assert 'creek does not publish the TRUNCATE of partition "public.%s" of table "public.m"' \
-            % part in log, part
+    assert log.count("creek does not publish the TRUNCATE of partition") == 1, log
+    assert 'creek does not publish the TRUNCATE of partition "public.m_2024" of table "public.m"' in log
+    # creek.partition_rows carried them and keeps nothing
+    assert db.scalar("SELECT count(*) FROM creek.partition_rows") == "0"
 
 
 def test_attach_detach_and_membership(make_db):
@@ -384,21 +397,25 @@ def test_attach_detach_and_membership(make_db):
     r0, r1 = hash_id(db, 0, 1), hash_id(db, 1, 1)
     rec = Recorder(db)
     rec.tx(["INSERT INTO m_2027 VALUES (1, '2027-01-01')"], [c((1, "2027-01-01"))])
-    # detached: its changes are no longer m's, from the next statement on
+    # detached: its rows leave m ('d'), its changes are no longer m's, from
+    # the next statement on
     rec.tx(["INSERT INTO m_2027 VALUES (2, '2027-01-02')",
             "ALTER TABLE m DETACH PARTITION m_2027",
             "INSERT INTO m_2027 VALUES (3, '2027-01-03')",
             "INSERT INTO m VALUES (4, '2026-01-04')"],
-           [c((2, "2027-01-02")), c((4, "2026-01-04"))])
+           [c((2, "2027-01-02")), d((1, "2027-01-01")), d((2, "2027-01-02")), c((4, "2026-01-04"))])
     rec.tx(["INSERT INTO m_2027 VALUES (5, '2027-01-05')"], [])
+    # attached: its rows enter m ('c')
     rec.tx(["ALTER TABLE m ATTACH PARTITION m_2027 FOR VALUES FROM ('2027-01-01') TO ('2028-01-01')",
-            "INSERT INTO m_2027 VALUES (6, '2027-01-06')"], [c((6, "2027-01-06"))])
+            "INSERT INTO m_2027 VALUES (6, '2027-01-06')"],
+           [c((i, "2027-01-0%d" % i)) for i in (1, 2, 3, 5, 6)])
     # a partition with partitions of its own takes them along
     rec.tx(["INSERT INTO m_2025_0 VALUES (%d, '2025-01-01')" % r0], [c((r0, "2025-01-01"))])
-    rec.tx(["ALTER TABLE m DETACH PARTITION m_2025"], [])
+    rec.tx(["ALTER TABLE m DETACH PARTITION m_2025"], [d((r0, "2025-01-01"))])
     rec.tx(["INSERT INTO m_2025 VALUES (%d, '2025-01-02'), (%d, '2025-01-02')" % (r0, r1)], [])
     rec.tx(["ALTER TABLE m ATTACH PARTITION m_2025 FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')",
-            "INSERT INTO m_2025_1 (id, at) VALUES (%d, '2025-01-03')" % r1], [c((r1, "2025-01-03"))])
+            "INSERT INTO m_2025_1 (id, at) VALUES (%d, '2025-01-03')" % r1],
+           [c((r0, "2025-01-01")), c((r0, "2025-01-02")), c((r1, "2025-01-02")), c((r1, "2025-01-03"))])
     # a table published on its own keeps its own subject once attached
     rec.tx(["ALTER TABLE m ATTACH PARTITION solo FOR VALUES FROM ('2030-01-01') TO ('2031-01-01')",
             "INSERT INTO m (id, at, v, n) VALUES (7, '2030-01-07', 'solo', 7)",

@@ -1,6 +1,6 @@
 -- creek's catalog objects: schema, tables, functions, view.
 BEGIN;
-SELECT plan(42);
+SELECT plan(47);
 
 SELECT has_extension('creek');
 SELECT has_schema('creek');
@@ -17,6 +17,14 @@ SELECT ok((SELECT 'user_catalog_table=true' = ANY (reloptions) FROM pg_class
 SELECT has_table('creek', 'schemas', 'creek.schemas exists');
 SELECT columns_are('creek', 'schemas', ARRAY['fingerprint', 'source', 'schema_json', 'created_at']);
 SELECT col_is_pk('creek', 'schemas', ARRAY['fingerprint', 'source'], 'creek.schemas is keyed by fingerprint and source');
+
+SELECT has_table('creek', 'partition_rows', 'creek.partition_rows exists');
+SELECT columns_are('creek', 'partition_rows', ARRAY['relid', 'op', 'rows']);
+SELECT is((SELECT attstorage FROM pg_attribute WHERE attrelid = 'creek.partition_rows'::regclass
+           AND attname = 'rows'), 'e', 'partition_rows.rows is stored out of line, uncompressed');
+SELECT is((SELECT relacl FROM pg_class WHERE oid = 'creek.partition_rows'::regclass),
+          ARRAY[format('%s=arwdDxt/%s', current_user, current_user)]::aclitem[],
+          'only the extension owner may write creek.partition_rows');
 
 SELECT has_view('creek', 'pg_stat_creek', 'creek.pg_stat_creek exists');
 SELECT columns_are('creek', 'pg_stat_creek', ARRAY[
@@ -42,8 +50,8 @@ SELECT has_view('creek', 'pg_stat_creek_snapshots', 'creek.pg_stat_creek_snapsho
 SELECT columns_are('creek', 'pg_stat_creek_snapshots', ARRAY[
     'datid', 'datname', 'subject', 'relid', 'schemaname', 'relname', 'state', 'origin',
     'rows_sent', 'approx_rows', 'requested_at', 'started_at', 'finished_at', 'error']);
-SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'creek'), '0.5.0',
-          'a new install is version 0.5.0 (0.1.0 and the upgrade scripts)');
+SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'creek'), '0.6.0',
+          'a new install is version 0.6.0 (0.1.0 and the upgrade scripts)');
 SELECT is((SELECT count(*) FROM pg_extension_update_paths('creek') WHERE source = '0.1.0' AND target = '0.2.0'
            AND path IS NOT NULL), 1::bigint, '0.1.0 upgrades to 0.2.0');
 SELECT is((SELECT count(*) FROM pg_extension_update_paths('creek') WHERE source = '0.2.0' AND target = '0.3.0'
@@ -52,6 +60,8 @@ SELECT is((SELECT count(*) FROM pg_extension_update_paths('creek') WHERE source 
            AND path IS NOT NULL), 1::bigint, '0.3.0 upgrades to 0.4.0');
 SELECT is((SELECT count(*) FROM pg_extension_update_paths('creek') WHERE source = '0.4.0' AND target = '0.5.0'
            AND path IS NOT NULL), 1::bigint, '0.4.0 upgrades to 0.5.0');
+SELECT is((SELECT count(*) FROM pg_extension_update_paths('creek') WHERE source = '0.5.0' AND target = '0.6.0'
+           AND path IS NOT NULL), 1::bigint, '0.5.0 upgrades to 0.6.0');
 SELECT has_function('creek', 'remove_table', ARRAY['regclass']);
 SELECT function_returns('creek', 'remove_table', ARRAY['regclass'], 'void');
 SELECT is_strict('creek', 'remove_table', ARRAY['regclass']);

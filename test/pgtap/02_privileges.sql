@@ -2,7 +2,7 @@
 -- (creek_admin only for tables it can read); pg_monitor reads the view;
 -- PUBLIC gets nothing.
 BEGIN;
-SELECT plan(41);
+SELECT plan(48);
 
 CREATE ROLE creek_tap_plain NOLOGIN;
 CREATE ROLE creek_tap_monitor NOLOGIN IN ROLE pg_monitor;
@@ -109,6 +109,31 @@ SELECT throws_ok($$SELECT creek.snapshot('public.tap_secret')$$, '42501',
 SELECT is(creek.cancel_snapshot('CREEK.x.snap.public.nope.1'), false,
           'a creek_admin member may cancel snapshots');
 RESET ROLE;
+
+-- creek.partition_rows: creek publishes what is inserted there, so no one
+-- but its owner writes it; partition DDL of a plain role's table still
+-- reaches it (creek writes it itself)
+SELECT table_privs_are('creek', 'partition_rows', 'public', ARRAY[]::text[],
+                       'PUBLIC cannot read or write creek.partition_rows');
+SELECT table_privs_are('creek', 'partition_rows', 'creek_admin', ARRAY[]::text[],
+                       'creek_admin cannot read or write creek.partition_rows');
+SET ROLE creek_tap_admin;
+SELECT throws_ok($$INSERT INTO creek.partition_rows VALUES ('public.tap_t'::regclass, 'd', '')$$, '42501', NULL,
+                 'a creek_admin member cannot make creek publish a row removal');
+RESET ROLE;
+SET ROLE creek_tap_plain;
+CREATE TABLE public.tap_p (id int PRIMARY KEY) PARTITION BY RANGE (id);
+CREATE TABLE public.tap_p1 PARTITION OF public.tap_p FOR VALUES FROM (0) TO (10);
+INSERT INTO public.tap_p VALUES (1), (2);
+SELECT throws_ok($$INSERT INTO creek.partition_rows VALUES ('public.tap_p1'::regclass, 'd', '')$$, '42501', NULL,
+                 'a plain role cannot make creek publish a row removal');
+RESET ROLE;
+SELECT lives_ok($$SELECT creek.add_table('public.tap_p')$$, 'a superuser publishes the plain role''s table');
+SET ROLE creek_tap_plain;
+SELECT lives_ok($$DROP TABLE public.tap_p1$$, 'the plain role drops a partition of its published table');
+RESET ROLE;
+SELECT is((SELECT count(*) FROM creek.partition_rows), 0::bigint,
+          'creek.partition_rows carried its rows and keeps nothing');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -1,0 +1,395 @@
+// partition_ddl.cpp: the rows that partition DDL takes out of, or brings
+// into, a published partitioned table, written into the WAL so that the
+// streaming worker publishes them (README, "Partitioned tables").
+//
+// TRUNCATE, DROP TABLE and DETACH PARTITION of a partition remove its rows
+// from the partitioned table; ATTACH PARTITION adds the attached table's rows.
+// The WAL holds none of these rows: only the DDL. In the session that runs
+// the statement (a ProcessUtility hook, module.cpp), creek reads them and
+// inserts them, in chunks, into the extension's table creek.partition_rows
+// (deleting each chunk again in the same statement). Its decoder turns each
+// inserted chunk into one 'd' (removed) or 'c' (added) message per row, on
+// the subject of the table the rows leave or enter, in the transaction's
+// order. Only the extension's owner can write that table, so no other role
+// can make creek publish a change (a logical decoding message can be written
+// by any role).
+//
+// Which published table a partition's changes go to (its route) is the
+// decoder's rule: the partition itself when it is published, else its
+// topmost published ancestor. A statement publishes rows when it changes
+// that route: removals are written before it runs (the decoder reads them
+// with the catalog as it was), additions after (with the catalog as it is).
+//
+// Rule of pg.hpp: no object with a destructor lives in these frames.
+#include "partition_ddl.hpp"
+
+#include "settings.hpp"
+
+extern "C" {
+#include "storage/lmgr.h"
+}
+
+// A chunk of rows: one insert into creek.partition_rows (TOASTed, not
+// compressed: column storage EXTERNAL).
+static const int kChunkBytes = 1024 * 1024;
+
+struct RowsOut {
+    Relation rel = nullptr;     // creek.partition_rows
+    List *written = NIL;        // ItemPointer of every chunk inserted
+};
+
+static bool has_wal_rows(Oid relid)
+{
+    return get_rel_relkind(relid) == RELKIND_RELATION &&
+           get_rel_persistence(relid) == RELPERSISTENCE_PERMANENT;
+}
+
+List *creek_published_relids(Oid tables_relid)
+{
+    List *out = NIL;
+    Relation rel = table_open(tables_relid, AccessShareLock);
+    SysScanDesc scan = systable_beginscan(rel, InvalidOid, false, nullptr, 0, nullptr);
+    HeapTuple tup;
+    while ((tup = systable_getnext(scan)) != nullptr) {
+        bool isnull;
+        Datum d = heap_getattr(tup, 1, RelationGetDescr(rel), &isnull);
+        if (!isnull)
+            out = lappend_oid(out, DatumGetObjectId(d));
+    }
+    systable_endscan(scan);
+    table_close(rel, AccessShareLock);
+    return out;
+}
+
+// The route of leaf when its ancestors are chain (parent first).
+static Oid route_over(Oid leaf, List *published, List *chain)
+{
+    if (list_member_oid(published, leaf))
+        return leaf;
+    Oid target = InvalidOid;
+    ListCell *lc;
+    foreach (lc, chain)
+        if (list_member_oid(published, lfirst_oid(lc)))
+            target = lfirst_oid(lc);
+    return target;
+}
+
+static Oid route_now(Oid leaf, List *published)
+{
+    return route_over(leaf, published, get_rel_relispartition(leaf) ? get_partition_ancestors(leaf) : NIL);
+}
+
+// leaf's ancestors up to top (included), parent first; NIL for top itself.
+static List *chain_up_to(Oid leaf, Oid top)
+{
+    if (leaf == top)
+        return NIL;
+    List *out = NIL;
+    ListCell *lc;
+    List *all = get_partition_ancestors(leaf);
+    foreach (lc, all) {
+        out = lappend_oid(out, lfirst_oid(lc));
+        if (lfirst_oid(lc) == top)
+            break;
+    }
+    return out;
+}
+
+static void write_chunk(RowsOut *out, Oid leaf, char op, StringInfo buf)
+{
+    Datum values[3];
+    bool nulls[3] = {false, false, false};
+    bytea *rows = static_cast<bytea *>(palloc(VARHDRSZ + buf->len));
+    SET_VARSIZE(rows, VARHDRSZ + buf->len);
+    memcpy(VARDATA(rows), buf->data, buf->len);
+    values[0] = ObjectIdGetDatum(leaf);
+    values[1] = CharGetDatum(op);
+    values[2] = PointerGetDatum(rows);
+    HeapTuple tup = heap_form_tuple(RelationGetDescr(out->rel), values, nulls);
+    simple_heap_insert(out->rel, tup);
+    ItemPointer tid = static_cast<ItemPointer>(palloc(sizeof(ItemPointerData)));
+    *tid = tup->t_self;
+    out->written = lappend(out->written, tid);
+    heap_freetuple(tup);
+    pfree(rows);
+    resetStringInfo(buf);
+}
+
+// Writes every row of leaf (locked by the caller) as op: 'c' the whole row,
+// 'd' what the WAL keeps of a deleted row (its replica identity: the whole
+// row when FULL, the key columns, or nothing). Values stored out of line are
+// inlined: the decoder cannot read the partition's TOAST table.
+static void write_rows_of(RowsOut *out, Oid leaf, char op)
+{
+    Relation rel = table_open(leaf, NoLock);
+    TupleDesc desc = RelationGetDescr(rel);
+    const int natts = desc->natts;
+    const bool whole = op == 'c' || rel->rd_rel->relreplident == REPLICA_IDENTITY_FULL;
+    Bitmapset *key = whole ? nullptr : RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_IDENTITY_KEY);
+    const bool nothing = !whole && (key == nullptr || rel->rd_rel->relreplident == REPLICA_IDENTITY_NOTHING);
+    Datum *values = static_cast<Datum *>(palloc(sizeof(Datum) * Max(natts, 1)));
+    bool *nulls = static_cast<bool *>(palloc(sizeof(bool) * Max(natts, 1)));
+    MemoryContext rowcxt = AllocSetContextCreate(CurrentMemoryContext, "creek partition row",
+                                                 ALLOCSET_DEFAULT_SIZES);
+    // Every committed row: the statement holds (or will take) a lock that
+    // keeps other writers out, and a snapshot taken earlier might miss rows
+    // committed before the lock was granted.
+    Snapshot snap = RegisterSnapshot(GetLatestSnapshot());
+    TableScanDesc scan = table_beginscan(rel, snap, 0, nullptr);
+    TupleTableSlot *slot = table_slot_create(rel, nullptr);
+    StringInfoData buf;
+    initStringInfo(&buf);
+    const int chunks_before = list_length(out->written);
+    while (table_scan_getnextslot(scan, ForwardScanDirection, slot)) {
+        CHECK_FOR_INTERRUPTS();
+        uint32 len = 0;
+        if (nothing) {
+            appendBinaryStringInfo(&buf, reinterpret_cast<char *>(&len), sizeof len);
+        } else {
+            MemoryContext old = MemoryContextSwitchTo(rowcxt);
+            slot_getallattrs(slot);
+            for (int i = 0; i < natts; i++) {
+                Form_pg_attribute att = TupleDescAttr(desc, i);
+                nulls[i] = slot->tts_isnull[i] || att->attisdropped ||
+                           (!whole && !bms_is_member(i + 1 - FirstLowInvalidHeapAttributeNumber, key));
+                values[i] = nulls[i] ? (Datum) 0 : slot->tts_values[i];
+                if (!nulls[i] && att->attlen == -1 && VARATT_IS_EXTERNAL(DatumGetPointer(values[i])))
+                    values[i] = PointerGetDatum(
+                        detoast_external_attr(reinterpret_cast<struct varlena *>(DatumGetPointer(values[i]))));
+            }
+            HeapTuple tup = heap_form_tuple(desc, values, nulls);
+            MemoryContextSwitchTo(old);
+            len = tup->t_len;
+            appendBinaryStringInfo(&buf, reinterpret_cast<char *>(&len), sizeof len);
+            appendBinaryStringInfo(&buf, reinterpret_cast<char *>(tup->t_data), len);
+            MemoryContextReset(rowcxt);
+        }
+        if (buf.len >= kChunkBytes)
+            write_chunk(out, leaf, op, &buf);
+    }
+    // (an empty partition gets an empty chunk: the decoder learns that
+    // nothing of it was left unpublished)
+    if (buf.len > 0 || list_length(out->written) == chunks_before)
+        write_chunk(out, leaf, op, &buf);
+    ExecDropSingleTupleTableSlot(slot);
+    table_endscan(scan);
+    UnregisterSnapshot(snap);
+    MemoryContextDelete(rowcxt);
+    pfree(buf.data);
+    table_close(rel, NoLock);
+}
+
+// The chunks were decoded from the WAL as inserts: the table keeps nothing.
+static void finish(RowsOut *out)
+{
+    if (out->rel == nullptr)
+        return;
+    if (out->written != NIL) {
+        CommandCounterIncrement();   // make the inserted chunks deletable
+        ListCell *lc;
+        foreach (lc, out->written)
+            simple_heap_delete(out->rel, static_cast<ItemPointer>(lfirst(lc)));
+        list_free_deep(out->written);
+        out->written = NIL;
+    }
+    table_close(out->rel, NoLock);
+    out->rel = nullptr;
+}
+
+static void open_out(RowsOut *out, Oid rows_relid)
+{
+    if (out->rel == nullptr)
+        out->rel = table_open(rows_relid, RowExclusiveLock);
+}
+
+// Is every partition of root with rows in the WAL in set (or root itself)?
+// Then the decoder publishes one 't' (decoder.cpp, truncates_whole_tree).
+static bool whole_tree_in(Oid root, List *set)
+{
+    if (list_member_oid(set, root))
+        return true;
+    List *tree = find_all_inheritors(root, NoLock, nullptr);
+    ListCell *lc;
+    foreach (lc, tree)
+        if (has_wal_rows(lfirst_oid(lc)) && !list_member_oid(set, lfirst_oid(lc)))
+            return false;
+    return true;
+}
+
+// The partitions of tree (top and those under it) whose route changes when
+// top is cut from its parent (above NIL) or put under above (its new parent
+// and that one's ancestors): writes their rows, removed from the old route;
+// notes them in add_after (if given) to be written, after the statement, as
+// added to the new one. refuse: raise an error instead (DETACH ...
+// CONCURRENTLY).
+static void reroute(List *tree, Oid top, List *above, List *published, RowsOut *out, Oid rows_relid,
+                    List **add_after, bool refuse)
+{
+    ListCell *lc;
+    foreach (lc, tree) {
+        Oid leaf = lfirst_oid(lc);
+        if (!has_wal_rows(leaf))
+            continue;
+        Oid before = route_now(leaf, published);
+        Oid after = route_over(leaf, published, list_concat(chain_up_to(leaf, top), above));
+        if (before == after)
+            continue;
+        if (refuse)
+            ereport(ERROR,
+                    (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                     errmsg("creek cannot publish the rows that DETACH PARTITION ... CONCURRENTLY takes out of table \"%s\"",
+                            get_rel_name(before)),
+                     errdetail("The rows of partition \"%s\" would leave a published table without a message.",
+                               get_rel_name(leaf)),
+                     errhint("Detach it without CONCURRENTLY, or SET creek.publish_partition_ddl = off to detach it "
+                             "without publishing its rows.")));
+        if (OidIsValid(before)) {
+            open_out(out, rows_relid);
+            write_rows_of(out, leaf, 'd');
+        }
+        if (OidIsValid(after) && add_after != nullptr)
+            *add_after = lappend_oid(*add_after, leaf);
+    }
+}
+
+static void before_truncate(TruncateStmt *stmt, List *published, RowsOut *out, Oid rows_relid)
+{
+    List *truncated = NIL;
+    ListCell *lc;
+    foreach (lc, stmt->relations) {
+        RangeVar *rv = lfirst_node(RangeVar, lc);
+        Oid relid = RangeVarGetRelid(rv, NoLock, true);
+        // (a role that may not truncate it gets TRUNCATE's own error)
+        if (!OidIsValid(relid) || pg_class_aclcheck(relid, GetUserId(), ACL_TRUNCATE) != ACLCHECK_OK)
+            continue;
+        // the locks TRUNCATE takes, in its order
+        LockRelationOid(relid, AccessExclusiveLock);
+        List *tree = rv->inh ? find_all_inheritors(relid, AccessExclusiveLock, nullptr) : list_make1_oid(relid);
+        truncated = list_concat_unique_oid(truncated, tree);
+    }
+    foreach (lc, truncated) {
+        Oid leaf = lfirst_oid(lc);
+        if (!has_wal_rows(leaf) || !get_rel_relispartition(leaf))
+            continue;
+        Oid target = route_now(leaf, published);
+        // a table published itself, or a whole partitioned table: 't'
+        if (!OidIsValid(target) || target == leaf || whole_tree_in(target, truncated))
+            continue;
+        open_out(out, rows_relid);
+        write_rows_of(out, leaf, 'd');
+    }
+}
+
+static void before_drop(DropStmt *stmt, List *published, RowsOut *out, Oid rows_relid)
+{
+    ListCell *lc;
+    foreach (lc, stmt->objects) {
+        RangeVar *rv = makeRangeVarFromNameList(static_cast<List *>(lfirst(lc)));
+        Oid relid = RangeVarGetRelid(rv, NoLock, true);
+        if (!OidIsValid(relid) || !get_rel_relispartition(relid) ||
+            get_rel_relkind(relid) == RELKIND_FOREIGN_TABLE || !pg_class_ownercheck(relid, GetUserId()))
+            continue;
+        // the locks DROP TABLE takes: the parent, then the partition and its own
+        LockRelationOid(get_partition_parent(relid, true), AccessExclusiveLock);
+        LockRelationOid(relid, AccessExclusiveLock);
+        // as a DETACH (its own published tables are dropped with it)
+        List *tree = find_all_inheritors(relid, AccessExclusiveLock, nullptr);
+        reroute(tree, relid, NIL, published, out, rows_relid, nullptr, false);
+    }
+}
+
+static void before_attach_detach(AlterTableStmt *stmt, AlterTableCmd *cmd, List *published, RowsOut *out,
+                                 Oid rows_relid, CreekPartitionDdl *ddl)
+{
+    PartitionCmd *pc = reinterpret_cast<PartitionCmd *>(cmd->def);
+    const bool detach = cmd->subtype == AT_DetachPartition;
+    Oid parent = RangeVarGetRelid(stmt->relation, NoLock, true);
+    Oid part = RangeVarGetRelid(pc->name, NoLock, true);
+    if (!OidIsValid(parent) || !OidIsValid(part) || get_rel_relkind(parent) != RELKIND_PARTITIONED_TABLE ||
+        !pg_class_ownercheck(parent, GetUserId()))
+        return;   // the statement fails on its own
+    if (detach ? (!get_rel_relispartition(part) || get_partition_parent(part, true) != parent)
+               : get_rel_relispartition(part))
+        return;
+    // the locks the statement takes: the parent, then the partition and its own
+    LockRelationOid(parent, detach && !pc->concurrent ? AccessExclusiveLock : ShareUpdateExclusiveLock);
+    const LOCKMODE part_lock = pc->concurrent ? ShareUpdateExclusiveLock : AccessExclusiveLock;
+    LockRelationOid(part, part_lock);
+    List *tree = find_all_inheritors(part, part_lock, nullptr);
+    List *above = detach ? NIL : lcons_oid(parent, get_partition_ancestors(parent));
+    reroute(tree, part, above, published, out, rows_relid, &ddl->add_after, pc->concurrent);
+}
+
+// The ATTACH and DETACH PARTITION commands of an ALTER TABLE.
+static List *attach_detach_cmds(AlterTableStmt *stmt)
+{
+    List *out = NIL;
+    ListCell *lc;
+    if (stmt->objtype != OBJECT_TABLE)
+        return NIL;
+    foreach (lc, stmt->cmds) {
+        AlterTableCmd *cmd = lfirst_node(AlterTableCmd, lc);
+        if (cmd->subtype == AT_AttachPartition || cmd->subtype == AT_DetachPartition)
+            out = lappend(out, cmd);
+    }
+    return out;
+}
+
+static bool is_partition_ddl(Node *stmt)
+{
+    if (IsA(stmt, TruncateStmt))
+        return true;
+    if (IsA(stmt, DropStmt))
+        return reinterpret_cast<DropStmt *>(stmt)->removeType == OBJECT_TABLE;
+    return IsA(stmt, AlterTableStmt) && attach_detach_cmds(reinterpret_cast<AlterTableStmt *>(stmt)) != NIL;
+}
+
+// creek.partition_rows of this database, or InvalidOid (no creek here, or a
+// version before it).
+static Oid partition_rows_table()
+{
+    Oid nsp = get_namespace_oid("creek", true);
+    return OidIsValid(nsp) ? get_relname_relid(CREEK_PARTITION_ROWS_TABLE, nsp) : InvalidOid;
+}
+
+void creek_partition_ddl_before(Node *stmt, CreekPartitionDdl *ddl)
+{
+    if (!creek_publish_partition_ddl || !IsTransactionState() || !is_partition_ddl(stmt))
+        return;
+    Oid rows_relid = partition_rows_table();
+    if (!OidIsValid(rows_relid))
+        return;
+    Oid tables_relid = get_relname_relid("tables", get_rel_namespace(rows_relid));
+    List *published = OidIsValid(tables_relid) ? creek_published_relids(tables_relid) : NIL;
+    if (published == NIL)
+        return;
+    RowsOut out;
+    if (IsA(stmt, TruncateStmt)) {
+        before_truncate(reinterpret_cast<TruncateStmt *>(stmt), published, &out, rows_relid);
+    } else if (IsA(stmt, DropStmt)) {
+        before_drop(reinterpret_cast<DropStmt *>(stmt), published, &out, rows_relid);
+    } else {
+        AlterTableStmt *at = reinterpret_cast<AlterTableStmt *>(stmt);
+        ListCell *lc;
+        foreach (lc, attach_detach_cmds(at))
+            before_attach_detach(at, static_cast<AlterTableCmd *>(lfirst(lc)), published, &out, rows_relid, ddl);
+    }
+    finish(&out);
+}
+
+void creek_partition_ddl_after(CreekPartitionDdl *ddl)
+{
+    if (ddl->add_after == NIL)
+        return;
+    Oid rows_relid = partition_rows_table();
+    if (!OidIsValid(rows_relid))
+        return;
+    RowsOut out;
+    open_out(&out, rows_relid);
+    ListCell *lc;
+    foreach (lc, ddl->add_after)
+        write_rows_of(&out, lfirst_oid(lc), 'c');
+    finish(&out);
+    list_free(ddl->add_after);
+    ddl->add_after = NIL;
+}

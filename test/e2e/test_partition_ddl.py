@@ -1,0 +1,217 @@
+"""End-to-end tests of the rows that partition DDL takes out of or brings
+into a published partitioned table (README, "Partitioned tables"): DROP
+TABLE, TRUNCATE and DETACH PARTITION of a partition publish a 'd' for each of
+its rows, ATTACH PARTITION a 'c' (test_partitions.py has TRUNCATE's and
+DETACH's interplay with other changes). A consumer that applies the messages
+holds what the partitioned table holds.
+
+Each test creates its own database (make_db) in the session cluster."""
+
+import datetime
+
+import pytest
+
+from creek_helpers import assert_msg_ids, wait_until
+from servers import PsqlError
+
+pytestmark = pytest.mark.filterwarnings("ignore:Unknown local-timestamp-micros")
+
+SMALL_WORK_MEM = ("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET logical_decoding_work_mem = "
+                  "''64kB''', current_database()); END $$")
+
+# a value stored out of line (TOAST), not compressible
+BIG = "(SELECT string_agg(md5(g::text || %s), '') FROM generate_series(1, 600) g)"
+
+
+def state(db, table, cols):
+    """{(id, at): row} of what Postgres holds, as creek publishes it."""
+    out = {}
+    for r in db.query("SELECT %s FROM %s" % (", ".join(cols), table)):
+        row = dict(zip(cols, r))
+        row["id"] = int(row["id"])
+        row["at"] = datetime.date.fromisoformat(row["at"])
+        out[(row["id"], row["at"])] = row
+    return out
+
+
+def replay(rows):
+    copy = {}
+    for r in rows:
+        if r.op == "d":
+            del copy[(r.before["id"], r.before["at"])]
+        elif r.op == "t":
+            copy.clear()
+        else:
+            copy[(r.after["id"], r.after["at"])] = r.after
+    return copy
+
+
+def streamed_txns(db):
+    return int(db.pg.scalar("SELECT coalesce(max(stream_txns), 0) FROM pg_stat_replication_slots "
+                            "WHERE slot_name = '%s'" % db.slot_name))
+
+
+def by_tx(rows):
+    groups = []
+    for r in rows:
+        if not groups or groups[-1][0].commit_lsn != r.commit_lsn:
+            groups.append([])
+        groups[-1].append(r)
+    return groups
+
+
+def test_drop_detach_attach(make_db):
+    """DROP TABLE of a partition (one with partitions of its own too) and
+    DETACH PARTITION publish a 'd' per row (the key, as a DELETE would), on the
+    partitioned table's subject; ATTACH PARTITION of a table with rows, with
+    its columns in another order and a value stored out of line, a 'c' per row
+    with every value. DETACH ... CONCURRENTLY is refused unless
+    creek.publish_partition_ddl is off; so is nothing published."""
+    db = make_db("pd_ddl")
+    db.sql("""
+        CREATE TABLE ev (id int NOT NULL, at date NOT NULL, v text, PRIMARY KEY (id, at))
+            PARTITION BY RANGE (at);
+        CREATE TABLE ev_1 PARTITION OF ev FOR VALUES FROM ('2021-01-01') TO ('2022-01-01');
+        CREATE TABLE ev_2 PARTITION OF ev FOR VALUES FROM ('2022-01-01') TO ('2023-01-01')
+            PARTITION BY HASH (id);
+        CREATE TABLE ev_2a PARTITION OF ev_2 FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+        CREATE TABLE ev_2b PARTITION OF ev_2 FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+        CREATE TABLE ev_3 PARTITION OF ev FOR VALUES FROM ('2023-01-01') TO ('2024-01-01');
+        CREATE TABLE other (id int PRIMARY KEY);
+    """)
+    db.add_table("ev")
+    db.sql("INSERT INTO ev SELECT g, make_date(2021 + (g - 1) / 4, 1 + g % 12, 1), 'v' || g "
+           "FROM generate_series(1, 12) g")
+    db.sql("INSERT INTO other VALUES (1)")
+    rows_of = {p: sorted(int(x[0]) for x in db.query("SELECT id FROM %s" % p))
+               for p in ("ev_1", "ev_2", "ev_3")}
+    assert [len(v) for v in rows_of.values()] == [4, 4, 4], rows_of
+    db.sql("DROP TABLE ev_1")
+    db.sql("BEGIN; DROP TABLE other, ev_2; INSERT INTO ev VALUES (100, '2023-06-06', 'x'); COMMIT")
+    db.sql("CREATE TABLE ev_4 (v text, at date NOT NULL, junk int, id int NOT NULL); "
+           "ALTER TABLE ev_4 DROP COLUMN junk; "
+           "INSERT INTO ev_4 (id, at, v) VALUES (200, '2024-02-02', %s), (201, '2024-03-03', 'small')"
+           % (BIG % "'a'"))
+    db.sql("ALTER TABLE ev ATTACH PARTITION ev_4 FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')")
+    attached = state(db, "ev", ["id", "at", "v"])
+    db.sql("ALTER TABLE ev DETACH PARTITION ev_3")
+    with pytest.raises(PsqlError) as e:
+        db.sql("ALTER TABLE ev DETACH PARTITION ev_4 CONCURRENTLY")
+    err = e.value.stderr
+    assert ('creek cannot publish the rows that DETACH PARTITION ... CONCURRENTLY takes out of table "ev"'
+            in err), err
+    assert 'The rows of partition "ev_4" would leave a published table without a message.' in err, err
+    assert "HINT:  Detach it without CONCURRENTLY, or SET creek.publish_partition_ddl = off" in err, err
+    assert db.scalar("SELECT count(*) FROM ev_4") == "2"
+    db.sql("SET creek.publish_partition_ddl = off; ALTER TABLE ev DETACH PARTITION ev_4 CONCURRENTLY")
+    db.sql("CREATE TABLE ev_5 PARTITION OF ev FOR VALUES FROM ('2025-01-01') TO ('2026-01-01'); "
+           "INSERT INTO ev VALUES (300, '2025-07-07', 'last')")
+    assert db.scalar("SELECT count(*) FROM ev") == "1"
+    assert db.scalar("SELECT count(*) FROM creek.partition_rows") == "0"
+
+    db.wait_wal_count(12 + 4 + 5 + 2 + 5 + 1)
+    rows = db.rows()
+    assert_msg_ids(rows)
+    assert all(r.subject == db.wal_subject("public", "ev") for r in rows)
+    txs = by_tx(rows)
+    ops = [[(r.op, r.before and r.before["id"], r.after and r.after["id"]) for r in g] for g in txs]
+    year = datetime.date(2022, 1, 1)
+    assert ops[0] == [("c", None, i) for i in range(1, 13)]
+    # DROP TABLE ev_1: its rows, keys only
+    assert sorted(ops[1]) == [("d", i, None) for i in rows_of["ev_1"]]
+    assert all(set(r.before) == {"id", "at"} and r.before["at"].year == 2021 for r in txs[1])
+    # DROP TABLE other, ev_2 (both of its partitions), then an insert
+    assert sorted(ops[2][:-1]) == [("d", i, None) for i in rows_of["ev_2"]]
+    assert all(r.before["at"] >= year for r in txs[2][:-1])
+    assert ops[2][-1] == ("c", None, 100)
+    # ATTACH PARTITION: every value, in ev's columns, the big one too
+    assert ops[3] == [("c", None, 200), ("c", None, 201)]
+    for r in txs[3]:
+        assert r.after == attached[(r.after["id"], r.after["at"])]
+    assert len(txs[3][0].after["v"]) == 600 * 32
+    # DETACH PARTITION ev_3 (row 100 included)
+    assert sorted(ops[4]) == [("d", i, None) for i in sorted(rows_of["ev_3"] + [100])]
+    # the concurrent detach with the setting off: nothing; then the insert
+    assert ops[5] == [("c", None, 300)] and len(txs) == 6
+    # a consumer holds what ev holds, but for the rows detached with the setting off
+    now = state(db, "ev", ["id", "at", "v"])
+    assert list(now) == [(300, datetime.date(2025, 7, 7))]
+    now.update({k: v for k, v in attached.items() if k[0] in (200, 201)})
+    assert replay(rows) == now
+
+
+def test_replica_identity_full_and_a_streamed_transaction(make_db):
+    """Under REPLICA IDENTITY FULL the 'd' of a truncated partition carries
+    the whole row, out-of-line values included; a partition that is not FULL
+    gives its key only, as its DELETEs do. Many rows (several chunks of
+    creek.partition_rows) in a transaction Postgres streams to creek before
+    its commit: every row once, in order with the transaction's other
+    changes."""
+    db = make_db("pd_full", before_extension=SMALL_WORK_MEM)
+    db.sql("""
+        CREATE TABLE f (id int NOT NULL, at date NOT NULL, big text, PRIMARY KEY (id, at))
+            PARTITION BY RANGE (at);
+        ALTER TABLE f REPLICA IDENTITY FULL;
+        CREATE TABLE f_1 PARTITION OF f FOR VALUES FROM ('2021-01-01') TO ('2022-01-01');
+        ALTER TABLE f_1 REPLICA IDENTITY FULL;
+        CREATE TABLE f_2 PARTITION OF f FOR VALUES FROM ('2022-01-01') TO ('2023-01-01');
+    """)
+    db.sql("SET client_min_messages = error; SELECT creek.add_table('f')")   # (f_2 is not FULL: a warning)
+    n = 60000
+    db.sql("INSERT INTO f VALUES (1, '2021-01-01', %s), (2, '2021-02-02', 'small')" % (BIG % "'b'"))
+    db.sql("INSERT INTO f SELECT g, '2022-01-01', 'r' || g FROM generate_series(1, %d) g" % n)
+    full = state(db, "f_1", ["id", "at", "big"])
+    db.wait_wal_count(2 + n, timeout=120)
+    streamed0 = streamed_txns(db)
+    db.sql("TRUNCATE f_1")
+    db.sql("BEGIN; INSERT INTO f VALUES (7, '2021-07-07', 'before'); DROP TABLE f_2; "
+           "INSERT INTO f VALUES (8, '2021-08-08', 'after'); COMMIT")
+    db.wait_wal_count(2 + n + 2 + 1 + n + 1, timeout=120)
+    rows = db.rows()
+    assert_msg_ids(rows)
+    txs = by_tx(rows)
+    assert [len(g) for g in txs] == [2, n, 2, n + 2]
+    # TRUNCATE f_1: whole rows
+    assert sorted((r.op, r.before["id"]) for r in txs[2]) == [("d", 1), ("d", 2)]
+    for r in txs[2]:
+        assert r.before == full[(r.before["id"], r.before["at"])] and r.after is None
+    assert len(txs[2][0].before["big"]) + len(txs[2][1].before["big"]) == 600 * 32 + 5
+    # DROP TABLE f_2 between two inserts: keys only (f_2 is not FULL), each row once
+    big = txs[3]
+    assert (big[0].op, big[0].after["id"]) == ("c", 7) and (big[-1].op, big[-1].after["id"]) == ("c", 8)
+    assert {r.op for r in big[1:-1]} == {"d"}
+    assert sorted(r.before["id"] for r in big[1:-1]) == list(range(1, n + 1))
+    assert all(r.before["big"] is None for r in big[1:-1])
+    # Postgres streamed it to creek before the commit
+    wait_until(lambda: streamed_txns(db) > streamed0, 10, 0.2, "the DROP's transaction streamed")
+    assert replay(rows) == state(db, "f", ["id", "at", "big"])
+
+
+def test_attach_and_detach_move_rows_between_published_tables(make_db):
+    """A partitioned table published on its own and attached under another
+    published one: its changes go to the topmost one from then on, and so do
+    its rows ('d' on its own subject, 'c' on the other's); DETACH moves them
+    back."""
+    db = make_db("pd_move")
+    db.sql("""
+        CREATE TABLE top (id int NOT NULL, at date NOT NULL, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+        CREATE TABLE sub (id int NOT NULL, at date NOT NULL, PRIMARY KEY (id, at)) PARTITION BY HASH (id);
+        CREATE TABLE sub_0 PARTITION OF sub FOR VALUES WITH (MODULUS 1, REMAINDER 0);
+    """)
+    db.add_table("top")
+    db.add_table("sub")
+    db.sql("INSERT INTO sub VALUES (1, '2021-01-01'), (2, '2021-02-02')")
+    db.sql("ALTER TABLE top ATTACH PARTITION sub FOR VALUES FROM ('2021-01-01') TO ('2022-01-01')")
+    db.sql("INSERT INTO top VALUES (3, '2021-03-03')")
+    db.sql("ALTER TABLE top DETACH PARTITION sub")
+    db.wait_wal_count(2 + 4 + 1 + 6)
+    rows = db.rows()
+    assert_msg_ids(rows)
+    got = [[(r.source["table"], r.op, (r.before or r.after)["id"]) for r in g] for g in by_tx(rows)]
+    assert got == [
+        [("sub", "c", 1), ("sub", "c", 2)],
+        [("sub", "d", 1), ("sub", "d", 2), ("top", "c", 1), ("top", "c", 2)],
+        [("top", "c", 3)],
+        [("top", "d", 1), ("top", "d", 2), ("top", "d", 3), ("sub", "c", 1), ("sub", "c", 2), ("sub", "c", 3)],
+    ]
+    assert all(r.subject == db.wal_subject("public", r.source["table"]) for r in rows)
