@@ -86,6 +86,9 @@ def test_drop_detach_attach(make_db):
     rows_of = {p: sorted(int(x[0]) for x in db.query("SELECT id FROM %s" % p))
                for p in ("ev_1", "ev_2", "ev_3")}
     assert [len(v) for v in rows_of.values()] == [4, 4, 4], rows_of
+    # rolled back to a savepoint: nothing
+    db.sql("BEGIN; SAVEPOINT s; DROP TABLE ev_1; ROLLBACK TO s; "
+           "SAVEPOINT t; ALTER TABLE ev DETACH PARTITION ev_3; ROLLBACK TO t; COMMIT")
     db.sql("DROP TABLE ev_1")
     db.sql("BEGIN; DROP TABLE other, ev_2; INSERT INTO ev VALUES (100, '2023-06-06', 'x'); COMMIT")
     db.sql("CREATE TABLE ev_4 (v text, at date NOT NULL, junk int, id int NOT NULL); "
