@@ -516,9 +516,7 @@ class Bench:
                 time.sleep(0.05)
 
     def worker_pid(self, db=DB):
-        # (creek's view, not pg_stat_activity: right after CREATE EXTENSION a second worker
-        # started for the database may be seen there for a moment, before it finds the
-        # database taken and exits)
+        # (creek's view: the worker that has claimed the database, once it has)
         with PgConn(self.pg.port, db, timeout=1800, appname="creek-bench") as c:
             pid = c.scalar("SELECT pid FROM creek.pg_stat_creek WHERE datname = current_database()")
         return int(pid) if pid else None

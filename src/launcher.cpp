@@ -26,6 +26,42 @@ typedef struct PendingLaunch {
 static PendingLaunch pending[MAX_PENDING];
 static int npending = 0;
 
+// The streaming workers this launcher started that may not have claimed
+// their database yet (creek_find_db does not show them): a request for the
+// same database meanwhile (CREATE EXTENSION, then creek.add_table() at once)
+// must not start a second one.
+typedef struct Launched {
+    Oid dboid;
+    bool wait_for_extension;
+    BackgroundWorkerHandle *handle;
+} Launched;
+
+static Launched launched[MAX_PENDING];
+static int nlaunched = 0;
+
+static void forget_launched(int i)
+{
+    pfree(launched[i].handle);
+    launched[i] = launched[--nlaunched];
+}
+
+// The worker started for dboid that is starting or running, or null.
+static Launched *launched_for(Oid dboid)
+{
+    for (int i = 0; i < nlaunched;) {
+        pid_t pid;
+        if (launched[i].dboid != dboid) {
+            i++;
+            continue;
+        }
+        BgwHandleStatus st = GetBackgroundWorkerPid(launched[i].handle, &pid);
+        if (st == BGWH_STARTED || st == BGWH_NOT_YET_STARTED)
+            return &launched[i];
+        forget_launched(i);   // (the last entry moved to i)
+    }
+    return nullptr;
+}
+
 static void add_pending(Oid dboid, bool wait)
 {
     for (int i = 0; i < npending; i++)
@@ -38,10 +74,9 @@ static void add_pending(Oid dboid, bool wait)
         pending[npending++] = {dboid, wait, 0};
 }
 
-bool creek_start_worker(Oid dboid, bool wait_for_extension)
+static bool start_worker(Oid dboid, bool wait_for_extension, BackgroundWorkerHandle **handle)
 {
     BackgroundWorker w;
-    BackgroundWorkerHandle *handle;
     memset(&w, 0, sizeof w);
     w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
     w.bgw_start_time = BgWorkerStart_RecoveryFinished;
@@ -53,7 +88,20 @@ bool creek_start_worker(Oid dboid, bool wait_for_extension)
     w.bgw_main_arg = ObjectIdGetDatum(dboid);
     w.bgw_extra[0] = wait_for_extension ? 'w' : 'p';
     w.bgw_notify_pid = 0;
-    return RegisterDynamicBackgroundWorker(&w, &handle);
+    return RegisterDynamicBackgroundWorker(&w, handle);
+}
+
+// Starts a streaming worker for dboid and remembers it.
+static bool launch(Oid dboid, bool wait_for_extension)
+{
+    BackgroundWorkerHandle *handle = nullptr;
+    if (!start_worker(dboid, wait_for_extension, &handle))
+        return false;
+    if (nlaunched < MAX_PENDING)
+        launched[nlaunched++] = {dboid, wait_for_extension, handle};
+    else
+        pfree(handle);
+    return true;
 }
 
 BackgroundWorkerHandle *creek_start_snapshot_worker(Oid dboid, int entry, uint32 generation)
@@ -135,9 +183,15 @@ void creek_launcher_main(Datum arg)
             SpinLockAcquire(&creek_shared->mutex);
             busy = creek_find_db(p.dboid) != nullptr;
             SpinLockRelease(&creek_shared->mutex);
+            Launched *l = busy ? nullptr : launched_for(p.dboid);
             bool done = false;
-            if (!busy || !p.wait_for_extension)
-                done = busy || creek_start_worker(p.dboid, p.wait_for_extension);
+            if (l != nullptr)
+                // one is starting: a worker that waits for the extension does
+                // what is asked; one that only probes may find no extension
+                // yet and exit: ask again once it has claimed or exited
+                done = l->wait_for_extension || !p.wait_for_extension;
+            else if (!busy || !p.wait_for_extension)
+                done = busy || launch(p.dboid, p.wait_for_extension);
             if (!done && ++p.tries < 120)
                 pending[kept++] = p;
         }

@@ -5,9 +5,6 @@
 
 // Registers the launcher (from _PG_init, while preloading).
 void creek_register_launcher();
-// Registers a dynamic streaming worker for a database. False when no
-// background worker slot is free.
-bool creek_start_worker(Oid dboid, bool wait_for_extension);
 // Registers a snapshot worker for entry (snapshot_queue.hpp) of the given
 // generation; the launcher is notified when it stops. NULL when no
 // background worker slot is free.

@@ -87,6 +87,36 @@ def try_plugin_from_sql(conn, slot):
                    "WHERE slot_name = '%s'" % slot)
 
 
+def test_add_table_right_after_create_extension_starts_one_worker(pg, nats):
+    """CREATE EXTENSION, then creek.add_table() at once (before the worker
+    has claimed its database): one worker, not a second one that finds the
+    database taken and exits."""
+    import threading
+    name = unique_db_name("l_one")
+    pg.psql("CREATE DATABASE %s" % quote_ident(name))
+    db = CreekDb(pg, nats.url, name, create=False)
+    seen, stop = set(), threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            seen.update(creek_workers(pg, name))
+            time.sleep(0.005)
+    th = threading.Thread(target=sample)
+    th.start()
+    try:
+        db.sql("CREATE EXTENSION creek; CREATE TABLE t (id int PRIMARY KEY); SELECT creek.add_table('t')")
+        time.sleep(2)
+    finally:
+        stop.set()
+        th.join()
+    try:
+        assert len(seen) == 1, "creek workers seen for %s: %s" % (name, sorted(seen))
+        db.sql("INSERT INTO t VALUES (1)")
+        db.wait_wal_count(1)
+    finally:
+        db.drop()
+
+
 def test_output_plugin_refuses_sql_use(make_db):
     db = make_db("l_plugin")
     slot = "creek_sql_probe"
