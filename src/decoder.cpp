@@ -640,9 +640,9 @@ static void truncate_impl(CreekStream *st, int nrelations, Relation relations[],
                 ereport(LOG,
                         (errmsg("creek does not publish the TRUNCATE of partition \"%s\" of table \"%s\"",
                                 qualified_relname(leaf), qualified_relname(target_id)),
-                         errdetail("Its rows leave the table without messages: it was emptied by TRUNCATE ... "
-                                   "CASCADE, or with creek.publish_partition_ddl off, or before ALTER EXTENSION "
-                                   "creek UPDATE to 0.6.0.")));
+                         errdetail("Its rows leave the table without messages: it was truncated with "
+                                   "creek.publish_partition_ddl off, or before ALTER EXTENSION creek UPDATE "
+                                   "to 0.6.0.")));
             continue;
         }
         Relation target = target_id == relid ? rel : open_target(target_id);

@@ -26,6 +26,7 @@
 #include "settings.hpp"
 
 extern "C" {
+#include "catalog/heap.h"
 #include "storage/lmgr.h"
 }
 
@@ -266,6 +267,19 @@ static void before_truncate(TruncateStmt *stmt, List *published, RowsOut *out, O
         LockRelationOid(relid, AccessExclusiveLock);
         List *tree = rv->inh ? find_all_inheritors(relid, AccessExclusiveLock, nullptr) : list_make1_oid(relid);
         truncated = list_concat_unique_oid(truncated, tree);
+    }
+    // CASCADE: the tables referencing them by foreign key, as TRUNCATE finds them
+    while (stmt->behavior == DROP_CASCADE && truncated != NIL) {
+        List *more = NIL;
+        List *found = heap_truncate_find_FKs(truncated);
+        foreach (lc, found)
+            if (!list_member_oid(truncated, lfirst_oid(lc)))
+                more = lappend_oid(more, lfirst_oid(lc));
+        if (more == NIL)
+            break;
+        foreach (lc, more)
+            LockRelationOid(lfirst_oid(lc), AccessExclusiveLock);
+        truncated = list_concat(truncated, more);
     }
     foreach (lc, truncated) {
         Oid leaf = lfirst_oid(lc);

@@ -218,3 +218,33 @@ def test_attach_and_detach_move_rows_between_published_tables(make_db):
         [("top", "d", 1), ("top", "d", 2), ("top", "d", 3), ("sub", "c", 1), ("sub", "c", 2), ("sub", "c", 3)],
     ]
     assert all(r.subject == db.wal_subject("public", r.source["table"]) for r in rows)
+
+
+def test_truncate_cascade(make_db):
+    """TRUNCATE ... CASCADE empties the tables that reference the truncated
+    one by foreign key: a partition of a published table emptied that way
+    publishes its rows as 'd'; a partitioned table emptied whole, one 't'."""
+    db = make_db("pd_cascade")
+    db.sql("""
+        CREATE TABLE ref (id int PRIMARY KEY);
+        CREATE TABLE ref2 (id int PRIMARY KEY);
+        INSERT INTO ref VALUES (1); INSERT INTO ref2 VALUES (1);
+        CREATE TABLE g (id int NOT NULL, r int, PRIMARY KEY (id)) PARTITION BY RANGE (id);
+        CREATE TABLE g_1 PARTITION OF g FOR VALUES FROM (0) TO (10);
+        CREATE TABLE g_2 PARTITION OF g FOR VALUES FROM (10) TO (20);
+        ALTER TABLE g_1 ADD FOREIGN KEY (r) REFERENCES ref;
+        CREATE TABLE h (id int NOT NULL, r int REFERENCES ref2, PRIMARY KEY (id)) PARTITION BY RANGE (id);
+        CREATE TABLE h_1 PARTITION OF h FOR VALUES FROM (0) TO (10);
+    """)
+    db.add_table("g")
+    db.add_table("h")
+    log_from = db.pg.log_offset()
+    db.sql("INSERT INTO g VALUES (1, 1), (2, 1), (11, NULL); INSERT INTO h VALUES (1, 1)")
+    db.sql("SET client_min_messages = warning; TRUNCATE ref CASCADE")
+    db.sql("SET client_min_messages = warning; TRUNCATE ref2 CASCADE")
+    db.wait_wal_count(4 + 2 + 1)
+    rows = db.rows()
+    got = [[(r.source["table"], r.op, r.before and r.before["id"]) for r in g] for g in by_tx(rows)]
+    assert got[2:] == [[("g", "d", 1), ("g", "d", 2)], [("h", "t", None)]], got
+    assert db.scalar("SELECT count(*) FROM g") == "1"
+    assert "creek does not publish the TRUNCATE" not in db.pg.log(log_from)
