@@ -2,8 +2,9 @@
 // into, a published partitioned table, written into the WAL so that the
 // streaming worker publishes them (README, "Partitioned tables").
 //
-// TRUNCATE, DROP TABLE and DETACH PARTITION of a partition remove its rows
-// from the partitioned table; ATTACH PARTITION adds the attached table's rows.
+// TRUNCATE (CASCADE too), DROP TABLE (DROP SCHEMA ... CASCADE, DROP OWNED)
+// and DETACH PARTITION of a partition remove its rows from the partitioned
+// table; ATTACH PARTITION adds the attached table's rows.
 // The WAL holds none of these rows: only the DDL. In the session that runs
 // the statement (a ProcessUtility hook, module.cpp), creek reads them and
 // inserts them, in chunks, into the extension's table creek.partition_rows
@@ -294,22 +295,85 @@ static void before_truncate(TruncateStmt *stmt, List *published, RowsOut *out, O
     }
 }
 
+// The ordinary and partitioned tables whose pg_class column attnum
+// (relnamespace, relowner) is value.
+static List *tables_where(AttrNumber attnum, Oid value)
+{
+    List *out = NIL;
+    ScanKeyData key;
+    ScanKeyInit(&key, attnum, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(value));
+    Relation rel = table_open(RelationRelationId, AccessShareLock);
+    SysScanDesc scan = systable_beginscan(rel, InvalidOid, false, nullptr, 1, &key);
+    HeapTuple tup;
+    while ((tup = systable_getnext(scan)) != nullptr) {
+        Form_pg_class c = reinterpret_cast<Form_pg_class>(GETSTRUCT(tup));
+        if (c->relkind == RELKIND_RELATION || c->relkind == RELKIND_PARTITIONED_TABLE)
+            out = lappend_oid(out, c->oid);
+    }
+    systable_endscan(scan);
+    table_close(rel, AccessShareLock);
+    return out;
+}
+
+// A statement that drops the tables in dropped, and their partitions: the
+// rows of those partitions whose route is a published table that stays.
+static void write_dropped(List *dropped, List *published, RowsOut *out, Oid rows_relid)
+{
+    List *all = NIL;
+    ListCell *lc;
+    foreach (lc, dropped)
+        all = list_concat_unique_oid(all, find_all_inheritors(lfirst_oid(lc), NoLock, nullptr));
+    foreach (lc, all) {
+        Oid leaf = lfirst_oid(lc);
+        if (!has_wal_rows(leaf) || !get_rel_relispartition(leaf))
+            continue;
+        Oid before = route_now(leaf, published);
+        if (!OidIsValid(before) || list_member_oid(all, before))
+            continue;   // not published, or its published table goes too
+        LockRelationOid(leaf, AccessExclusiveLock);
+        if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(leaf)))
+            continue;   // dropped meanwhile
+        open_out(out, rows_relid);
+        write_rows_of(out, leaf, 'd');
+    }
+}
+
 static void before_drop(DropStmt *stmt, List *published, RowsOut *out, Oid rows_relid)
 {
+    List *dropped = NIL;
     ListCell *lc;
     foreach (lc, stmt->objects) {
+        if (stmt->removeType == OBJECT_SCHEMA) {
+            // DROP SCHEMA ... CASCADE: its tables
+            Oid nsp = get_namespace_oid(strVal(lfirst(lc)), true);
+            if (OidIsValid(nsp) && pg_namespace_ownercheck(nsp, GetUserId()))
+                dropped = list_concat(dropped, tables_where(Anum_pg_class_relnamespace, nsp));
+            continue;
+        }
         RangeVar *rv = makeRangeVarFromNameList(static_cast<List *>(lfirst(lc)));
         Oid relid = RangeVarGetRelid(rv, NoLock, true);
-        if (!OidIsValid(relid) || !get_rel_relispartition(relid) ||
-            get_rel_relkind(relid) == RELKIND_FOREIGN_TABLE || !pg_class_ownercheck(relid, GetUserId()))
-            continue;
-        // the locks DROP TABLE takes: the parent, then the partition and its own
-        LockRelationOid(get_partition_parent(relid, true), AccessExclusiveLock);
-        LockRelationOid(relid, AccessExclusiveLock);
-        // as a DETACH (its own published tables are dropped with it)
-        List *tree = find_all_inheritors(relid, AccessExclusiveLock, nullptr);
-        reroute(tree, relid, NIL, published, out, rows_relid, nullptr, false);
+        if (!OidIsValid(relid) || !pg_class_ownercheck(relid, GetUserId()))
+            continue;   // (the statement fails on its own)
+        if (get_rel_relispartition(relid)) {
+            // the locks DROP TABLE takes: the parent, then the partition
+            LockRelationOid(get_partition_parent(relid, true), AccessExclusiveLock);
+            LockRelationOid(relid, AccessExclusiveLock);
+        }
+        dropped = lappend_oid(dropped, relid);
     }
+    write_dropped(dropped, published, out, rows_relid);
+}
+
+static void before_drop_owned(DropOwnedStmt *stmt, List *published, RowsOut *out, Oid rows_relid)
+{
+    List *dropped = NIL;
+    ListCell *lc;
+    foreach (lc, stmt->roles) {
+        Oid role = get_rolespec_oid(lfirst_node(RoleSpec, lc), true);
+        if (OidIsValid(role) && has_privs_of_role(GetUserId(), role))
+            dropped = list_concat(dropped, tables_where(Anum_pg_class_relowner, role));
+    }
+    write_dropped(dropped, published, out, rows_relid);
 }
 
 static void before_attach_detach(AlterTableStmt *stmt, AlterTableCmd *cmd, List *published, RowsOut *out,
@@ -353,8 +417,13 @@ static bool is_partition_ddl(Node *stmt)
 {
     if (IsA(stmt, TruncateStmt))
         return true;
-    if (IsA(stmt, DropStmt))
-        return reinterpret_cast<DropStmt *>(stmt)->removeType == OBJECT_TABLE;
+    if (IsA(stmt, DropStmt)) {
+        DropStmt *drop = reinterpret_cast<DropStmt *>(stmt);
+        return drop->removeType == OBJECT_TABLE ||
+               (drop->removeType == OBJECT_SCHEMA && drop->behavior == DROP_CASCADE);
+    }
+    if (IsA(stmt, DropOwnedStmt))
+        return true;
     return IsA(stmt, AlterTableStmt) && attach_detach_cmds(reinterpret_cast<AlterTableStmt *>(stmt)) != NIL;
 }
 
@@ -382,6 +451,8 @@ void creek_partition_ddl_before(Node *stmt, CreekPartitionDdl *ddl)
         before_truncate(reinterpret_cast<TruncateStmt *>(stmt), published, &out, rows_relid);
     } else if (IsA(stmt, DropStmt)) {
         before_drop(reinterpret_cast<DropStmt *>(stmt), published, &out, rows_relid);
+    } else if (IsA(stmt, DropOwnedStmt)) {
+        before_drop_owned(reinterpret_cast<DropOwnedStmt *>(stmt), published, &out, rows_relid);
     } else {
         AlterTableStmt *at = reinterpret_cast<AlterTableStmt *>(stmt);
         ListCell *lc;

@@ -1,7 +1,8 @@
 // partition_ddl.hpp: the rows that partition DDL takes out of, or brings
-// into, a published partitioned table (TRUNCATE, DROP TABLE, DETACH and
-// ATTACH PARTITION of one of its partitions), written into the WAL for the
-// streaming worker to publish as 'd' and 'c' (README, "Partitioned tables").
+// into, a published partitioned table (TRUNCATE, DROP TABLE, DROP SCHEMA ...
+// CASCADE, DROP OWNED, DETACH and ATTACH PARTITION of its partitions),
+// written into the WAL for the streaming worker to publish as 'd' and 'c'
+// (README, "Partitioned tables").
 #pragma once
 
 #include "pg.hpp"

@@ -248,3 +248,32 @@ def test_truncate_cascade(make_db):
     assert got[2:] == [[("g", "d", 1), ("g", "d", 2)], [("h", "t", None)]], got
     assert db.scalar("SELECT count(*) FROM g") == "1"
     assert "creek does not publish the TRUNCATE" not in db.pg.log(log_from)
+
+
+def test_drop_schema_cascade_and_drop_owned(make_db):
+    """DROP SCHEMA ... CASCADE and DROP OWNED drop partitions too: the rows
+    of those whose published table stays are published as 'd'; nothing for a
+    published table dropped with its partitions."""
+    db = make_db("pd_owned")
+    role = "pd_owner_%s" % db.name
+    db.sql("""
+        CREATE SCHEMA parts;
+        CREATE ROLE %(r)s;
+        CREATE TABLE m (id int NOT NULL, PRIMARY KEY (id)) PARTITION BY RANGE (id);
+        CREATE TABLE parts.m_1 PARTITION OF m FOR VALUES FROM (0) TO (10);
+        CREATE TABLE m_2 PARTITION OF m FOR VALUES FROM (10) TO (20);
+        CREATE TABLE m_3 PARTITION OF m FOR VALUES FROM (20) TO (30);
+        ALTER TABLE m_2 OWNER TO %(r)s;
+        CREATE TABLE parts.gone (id int NOT NULL, PRIMARY KEY (id)) PARTITION BY RANGE (id);
+        CREATE TABLE gone_1 PARTITION OF parts.gone FOR VALUES FROM (0) TO (10);
+    """ % {"r": role})
+    db.add_table("m")
+    db.add_table("parts.gone")
+    db.sql("INSERT INTO m VALUES (1), (2), (11), (21); INSERT INTO parts.gone VALUES (3)")
+    db.sql("SET client_min_messages = warning; DROP SCHEMA parts CASCADE")
+    db.sql("DROP OWNED BY %s; DROP ROLE %s" % (role, role))
+    db.wait_wal_count(5 + 2 + 1)
+    rows = db.rows()
+    got = [sorted((r.source["table"], r.op, (r.before or r.after)["id"]) for r in g) for g in by_tx(rows)]
+    assert got[-2:] == [[("m", "d", 1), ("m", "d", 2)], [("m", "d", 11)]], got
+    assert db.scalar("SELECT count(*) FROM m") == "1"
