@@ -32,7 +32,6 @@ static int npending = 0;
 // must not start a second one.
 typedef struct Launched {
     Oid dboid;
-    bool wait_for_extension;
     BackgroundWorkerHandle *handle;
 } Launched;
 
@@ -43,6 +42,22 @@ static void forget_launched(int i)
 {
     pfree(launched[i].handle);
     launched[i] = launched[--nlaunched];
+}
+
+// Forgets the workers that have claimed their database or are gone.
+static void forget_settled()
+{
+    for (int i = 0; i < nlaunched;) {
+        pid_t pid;
+        bool claimed;
+        SpinLockAcquire(&creek_shared->mutex);
+        claimed = creek_find_db(launched[i].dboid) != nullptr;
+        SpinLockRelease(&creek_shared->mutex);
+        if (claimed || GetBackgroundWorkerPid(launched[i].handle, &pid) == BGWH_STOPPED)
+            forget_launched(i);   // (the last entry moved to i)
+        else
+            i++;
+    }
 }
 
 // The worker started for dboid that is starting or running, or null.
@@ -98,7 +113,7 @@ static bool launch(Oid dboid, bool wait_for_extension)
     if (!start_worker(dboid, wait_for_extension, &handle))
         return false;
     if (nlaunched < MAX_PENDING)
-        launched[nlaunched++] = {dboid, wait_for_extension, handle};
+        launched[nlaunched++] = {dboid, handle};
     else
         pfree(handle);
     return true;
@@ -183,19 +198,19 @@ void creek_launcher_main(Datum arg)
             SpinLockAcquire(&creek_shared->mutex);
             busy = creek_find_db(p.dboid) != nullptr;
             SpinLockRelease(&creek_shared->mutex);
-            Launched *l = busy ? nullptr : launched_for(p.dboid);
             bool done = false;
-            if (l != nullptr)
-                // one is starting: a worker that waits for the extension does
-                // what is asked; one that only probes may find no extension
-                // yet and exit: ask again once it has claimed or exited
-                done = l->wait_for_extension || !p.wait_for_extension;
+            // One it started is starting (or exiting: it may have released
+            // its claim): ask again once it has claimed the database or is
+            // gone, rather than start a second one now.
+            if (!busy && launched_for(p.dboid))
+                done = false;
             else if (!busy || !p.wait_for_extension)
                 done = busy || launch(p.dboid, p.wait_for_extension);
             if (!done && ++p.tries < 120)
                 pending[kept++] = p;
         }
         npending = kept;
+        forget_settled();
         creek_snapshot_launch_waiting(creek_max_snapshots);
 
         (void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

@@ -28,6 +28,7 @@
 
 extern "C" {
 #include "catalog/heap.h"
+#include "catalog/pg_namespace.h"
 #include "storage/lmgr.h"
 }
 
@@ -225,7 +226,7 @@ static bool whole_tree_in(Oid root, List *set)
 // added to the new one. refuse: raise an error instead (DETACH ...
 // CONCURRENTLY).
 static void reroute(List *tree, Oid top, List *above, List *published, RowsOut *out, Oid rows_relid,
-                    List **add_after, bool refuse)
+                    List **add_after, bool refuse, LOCKMODE leaf_lock)
 {
     ListCell *lc;
     foreach (lc, tree) {
@@ -246,6 +247,7 @@ static void reroute(List *tree, Oid top, List *above, List *published, RowsOut *
                      errhint("Detach it without CONCURRENTLY, or SET creek.publish_partition_ddl = off to detach it "
                              "without publishing its rows.")));
         if (OidIsValid(before)) {
+            LockRelationOid(leaf, leaf_lock);   // no writer while it is read
             open_out(out, rows_relid);
             write_rows_of(out, leaf, 'd');
         }
@@ -346,14 +348,20 @@ static void before_drop(DropStmt *stmt, List *published, RowsOut *out, Oid rows_
         if (stmt->removeType == OBJECT_SCHEMA) {
             // DROP SCHEMA ... CASCADE: its tables
             Oid nsp = get_namespace_oid(strVal(lfirst(lc)), true);
-            if (OidIsValid(nsp) && pg_namespace_ownercheck(nsp, GetUserId()))
+            if (!OidIsValid(nsp) || !pg_namespace_ownercheck(nsp, GetUserId()))
+                continue;
+            // the lock DROP SCHEMA takes first: no table is created in it meanwhile
+            LockDatabaseObject(NamespaceRelationId, nsp, 0, AccessExclusiveLock);
+            if (SearchSysCacheExists1(NAMESPACEOID, ObjectIdGetDatum(nsp)))
                 dropped = list_concat(dropped, tables_where(Anum_pg_class_relnamespace, nsp));
             continue;
         }
         RangeVar *rv = makeRangeVarFromNameList(static_cast<List *>(lfirst(lc)));
         Oid relid = RangeVarGetRelid(rv, NoLock, true);
-        if (!OidIsValid(relid) || !pg_class_ownercheck(relid, GetUserId()))
-            continue;   // (the statement fails on its own)
+        // (the table's or its schema's owner may drop it; others get DROP's error)
+        if (!OidIsValid(relid) || !(pg_class_ownercheck(relid, GetUserId()) ||
+                                    pg_namespace_ownercheck(get_rel_namespace(relid), GetUserId())))
+            continue;
         if (get_rel_relispartition(relid)) {
             // the locks DROP TABLE takes: the parent, then the partition
             LockRelationOid(get_partition_parent(relid, true), AccessExclusiveLock);
@@ -389,13 +397,23 @@ static void before_attach_detach(AlterTableStmt *stmt, AlterTableCmd *cmd, List 
     if (detach ? (!get_rel_relispartition(part) || get_partition_parent(part, true) != parent)
                : get_rel_relispartition(part))
         return;
-    // the locks the statement takes: the parent, then the partition and its own
+    // the locks the statement takes, in its order: the parent, its default
+    // partition (whose constraint changes), the partition (and for ATTACH
+    // its partitions; DETACH does not lock those: the rows read are locked
+    // against writers only)
     LockRelationOid(parent, detach && !pc->concurrent ? AccessExclusiveLock : ShareUpdateExclusiveLock);
+    Oid default_part = get_default_partition_oid(parent);
+    if (OidIsValid(default_part) && default_part != part) {
+        if (pc->concurrent)
+            return;   // refused by DETACH itself
+        LockRelationOid(default_part, AccessExclusiveLock);
+    }
     const LOCKMODE part_lock = pc->concurrent ? ShareUpdateExclusiveLock : AccessExclusiveLock;
     LockRelationOid(part, part_lock);
-    List *tree = find_all_inheritors(part, part_lock, nullptr);
+    List *tree = find_all_inheritors(part, detach ? NoLock : AccessExclusiveLock, nullptr);
     List *above = detach ? NIL : lcons_oid(parent, get_partition_ancestors(parent));
-    reroute(tree, part, above, published, out, rows_relid, &ddl->add_after, pc->concurrent);
+    reroute(tree, part, above, published, out, rows_relid, &ddl->add_after, pc->concurrent,
+            detach ? ShareLock : AccessExclusiveLock);
 }
 
 // The ATTACH and DETACH PARTITION commands of an ALTER TABLE.
@@ -437,7 +455,8 @@ static Oid partition_rows_table()
 
 void creek_partition_ddl_before(Node *stmt, CreekPartitionDdl *ddl)
 {
-    if (!creek_publish_partition_ddl || !IsTransactionState() || !is_partition_ddl(stmt))
+    if (!creek_publish_partition_ddl || !XLogLogicalInfoActive() || !IsTransactionState() ||
+        !is_partition_ddl(stmt))
         return;
     Oid rows_relid = partition_rows_table();
     if (!OidIsValid(rows_relid))

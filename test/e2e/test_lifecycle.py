@@ -117,6 +117,26 @@ def test_add_table_right_after_create_extension_starts_one_worker(pg, nats):
         db.drop()
 
 
+def test_drop_create_extension_and_add_table_at_once(pg, nats):
+    """DROP EXTENSION, CREATE EXTENSION and creek.add_table() in quick
+    succession, three times: each time a worker streams the new table."""
+    name = unique_db_name("l_quick")
+    pg.psql("CREATE DATABASE %s" % quote_ident(name))
+    db = CreekDb(pg, nats.url, name, create=False)
+    try:
+        db.sql("CREATE EXTENSION creek")
+        db.wait_streaming(10)
+        for i in range(3):
+            db.sql("DROP EXTENSION creek; CREATE EXTENSION creek; CREATE TABLE t%d (id int PRIMARY KEY)" % i)
+            db.add_table("t%d" % i)
+            db.sql("INSERT INTO t%d VALUES (%d)" % (i, i))
+            wait_until(lambda: any(r.source["table"] == "t%d" % i for r in db.rows()), 30, 0.2,
+                       "the change of t%d published" % i)
+            assert len(creek_workers(pg, name)) == 1
+    finally:
+        db.drop()
+
+
 def test_output_plugin_refuses_sql_use(make_db):
     db = make_db("l_plugin")
     slot = "creek_sql_probe"
