@@ -277,3 +277,29 @@ def test_drop_schema_cascade_and_drop_owned(make_db):
     got = [sorted((r.source["table"], r.op, (r.before or r.after)["id"]) for r in g) for g in by_tx(rows)]
     assert got[-2:] == [[("m", "d", 1), ("m", "d", 2)], [("m", "d", 11)]], got
     assert db.scalar("SELECT count(*) FROM m") == "1"
+
+
+def test_default_partition_and_schema_owner(make_db):
+    """With a DEFAULT partition (locked first by ATTACH and DETACH), rows
+    still move in and out; a schema owner who does not own the partition
+    drops it, and its rows are published."""
+    db = make_db("pd_default")
+    role = "pd_schema_owner_%s" % db.name
+    db.sql("""
+        CREATE ROLE %(r)s;
+        CREATE SCHEMA s AUTHORIZATION %(r)s;
+        CREATE TABLE m (id int NOT NULL, PRIMARY KEY (id)) PARTITION BY RANGE (id);
+        CREATE TABLE m_def PARTITION OF m DEFAULT;
+        CREATE TABLE s.m_1 PARTITION OF m FOR VALUES FROM (0) TO (10);
+        CREATE TABLE m_2 (id int NOT NULL);
+        INSERT INTO m_2 VALUES (11), (12);
+    """ % {"r": role})
+    db.add_table("m")
+    db.sql("INSERT INTO m VALUES (1), (100)")
+    db.sql("ALTER TABLE m ATTACH PARTITION m_2 FOR VALUES FROM (10) TO (20)")
+    db.sql("ALTER TABLE m DETACH PARTITION m_2")
+    db.sql("SET ROLE %s; DROP TABLE s.m_1" % role)
+    db.sql("DROP SCHEMA s; DROP ROLE %s" % role)
+    db.wait_wal_count(2 + 2 + 2 + 1)
+    got = [sorted((r.op, (r.before or r.after)["id"]) for r in g) for g in by_tx(db.rows())]
+    assert got == [[("c", 1), ("c", 100)], [("c", 11), ("c", 12)], [("d", 11), ("d", 12)], [("d", 1)]], got
