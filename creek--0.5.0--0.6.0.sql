@@ -9,7 +9,9 @@
 CREATE TABLE creek.partition_rows (
     relid oid NOT NULL,       -- the partition the rows belong to
     op "char" NOT NULL,       -- 'd' removed, 'c' added
-    rows bytea NOT NULL       -- (uint32 length, heap tuple) per row
+    rows bytea NOT NULL,      -- (uint32 length, heap tuple) per row
+    target oid                -- the published table they enter, when written
+                              -- before they do (NULL: the decoder's route)
 );
 ALTER TABLE creek.partition_rows ALTER COLUMN rows SET STORAGE EXTERNAL;
 REVOKE ALL ON creek.partition_rows FROM PUBLIC;

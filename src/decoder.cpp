@@ -405,11 +405,17 @@ static void publish_partition_rows(CreekStream *st, Relation chunk_rel, HeapTupl
     Datum rows_datum = heap_getattr(chunk, 3, cdesc, &null3);
     if (null1 || null2 || null3 || (op != 'c' && op != 'd'))
         return;
+    // the table the rows enter, when the chunk names it (DETACH ...
+    // CONCURRENTLY writes them before the partition has left)
+    bool null4 = true;
+    Oid named = cdesc->natts >= 4 ? DatumGetObjectId(heap_getattr(chunk, 4, cdesc, &null4)) : InvalidOid;
     Relation rel = RelationIdGetRelation(relid);
     if (!RelationIsValid(rel))
         return;
     Oid target_id = InvalidOid;
-    if (st->published.count(relid))
+    if (!null4)
+        target_id = st->published.count(named) ? named : InvalidOid;
+    else if (st->published.count(relid))
         target_id = relid;
     else if (rel->rd_rel->relispartition)
         target_id = published_ancestor(st, relid);

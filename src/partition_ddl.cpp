@@ -98,16 +98,19 @@ static List *chain_up_to(Oid leaf, Oid top)
     return out;
 }
 
-static void write_chunk(RowsOut *out, Oid leaf, char op, StringInfo buf)
+// target: the published table the rows leave, or InvalidOid for the
+// decoder's route of leaf where the chunk is in the WAL.
+static void write_chunk(RowsOut *out, Oid leaf, char op, Oid target, StringInfo buf)
 {
-    Datum values[3];
-    bool nulls[3] = {false, false, false};
+    Datum values[4];
+    bool nulls[4] = {false, false, false, !OidIsValid(target)};
     bytea *rows = static_cast<bytea *>(palloc(VARHDRSZ + buf->len));
     SET_VARSIZE(rows, VARHDRSZ + buf->len);
     memcpy(VARDATA(rows), buf->data, buf->len);
     values[0] = ObjectIdGetDatum(leaf);
     values[1] = CharGetDatum(op);
     values[2] = PointerGetDatum(rows);
+    values[3] = ObjectIdGetDatum(target);
     HeapTuple tup = heap_form_tuple(RelationGetDescr(out->rel), values, nulls);
     simple_heap_insert(out->rel, tup);
     ItemPointer tid = static_cast<ItemPointer>(palloc(sizeof(ItemPointerData)));
@@ -122,7 +125,7 @@ static void write_chunk(RowsOut *out, Oid leaf, char op, StringInfo buf)
 // 'd' what the WAL keeps of a deleted row (its replica identity: the whole
 // row when FULL, the key columns, or nothing). Values stored out of line are
 // inlined: the decoder cannot read the partition's TOAST table.
-static void write_rows_of(RowsOut *out, Oid leaf, char op)
+static void write_rows_of(RowsOut *out, Oid leaf, char op, Oid target = InvalidOid)
 {
     Relation rel = table_open(leaf, NoLock);
     TupleDesc desc = RelationGetDescr(rel);
@@ -168,12 +171,12 @@ static void write_rows_of(RowsOut *out, Oid leaf, char op)
             MemoryContextReset(rowcxt);
         }
         if (buf.len >= kChunkBytes)
-            write_chunk(out, leaf, op, &buf);
+            write_chunk(out, leaf, op, target, &buf);
     }
     // (an empty partition gets an empty chunk: the decoder learns that
     // nothing of it was left unpublished)
     if (buf.len > 0 || list_length(out->written) == chunks_before)
-        write_chunk(out, leaf, op, &buf);
+        write_chunk(out, leaf, op, target, &buf);
     ExecDropSingleTupleTableSlot(slot);
     table_endscan(scan);
     UnregisterSnapshot(snap);
@@ -221,12 +224,13 @@ static bool whole_tree_in(Oid root, List *set)
 
 // The partitions of tree (top and those under it) whose route changes when
 // top is cut from its parent (above NIL) or put under above (its new parent
-// and that one's ancestors): writes their rows, removed from the old route;
-// notes them in add_after (if given) to be written, after the statement, as
-// added to the new one. refuse: raise an error instead (DETACH ...
-// CONCURRENTLY).
+// and that one's ancestors): writes their rows now, removed from the old
+// route; notes them in ddl to be written after the statement, as added to
+// the new route. concurrent (DETACH ... CONCURRENTLY, whose first
+// transaction makes the partition leave, the statement ending in another):
+// writes the added rows now too, naming the table they enter.
 static void reroute(List *tree, Oid top, List *above, List *published, RowsOut *out, Oid rows_relid,
-                    List **add_after, bool refuse, LOCKMODE leaf_lock)
+                    CreekPartitionDdl *ddl, bool concurrent, LOCKMODE leaf_lock)
 {
     ListCell *lc;
     foreach (lc, tree) {
@@ -237,22 +241,18 @@ static void reroute(List *tree, Oid top, List *above, List *published, RowsOut *
         Oid after = route_over(leaf, published, list_concat(chain_up_to(leaf, top), above));
         if (before == after)
             continue;
-        if (refuse)
-            ereport(ERROR,
-                    (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-                     errmsg("creek cannot publish the rows that DETACH PARTITION ... CONCURRENTLY takes out of table \"%s\"",
-                            get_rel_name(before)),
-                     errdetail("The rows of partition \"%s\" would leave a published table without a message.",
-                               get_rel_name(leaf)),
-                     errhint("Detach it without CONCURRENTLY, or SET creek.publish_partition_ddl = off to detach it "
-                             "without publishing its rows.")));
-        if (OidIsValid(before)) {
+        if (OidIsValid(before) || (OidIsValid(after) && concurrent))
             LockRelationOid(leaf, leaf_lock);   // no writer while it is read
+        if (OidIsValid(before)) {
             open_out(out, rows_relid);
             write_rows_of(out, leaf, 'd');
         }
-        if (OidIsValid(after) && add_after != nullptr)
-            *add_after = lappend_oid(*add_after, leaf);
+        if (OidIsValid(after) && concurrent) {
+            open_out(out, rows_relid);
+            write_rows_of(out, leaf, 'c', after);
+        } else if (OidIsValid(after)) {
+            ddl->add_after = lappend_oid(ddl->add_after, leaf);
+        }
     }
 }
 
@@ -412,7 +412,10 @@ static void before_attach_detach(AlterTableStmt *stmt, AlterTableCmd *cmd, List 
     LockRelationOid(part, part_lock);
     List *tree = find_all_inheritors(part, detach ? NoLock : AccessExclusiveLock, nullptr);
     List *above = detach ? NIL : lcons_oid(parent, get_partition_ancestors(parent));
-    reroute(tree, part, above, published, out, rows_relid, &ddl->add_after, pc->concurrent,
+    // (CONCURRENTLY: the partition's changes are no longer the partitioned
+    // table's from its first transaction's commit on, when other sessions
+    // may write the partition again; a ShareLock keeps them out until then)
+    reroute(tree, part, above, published, out, rows_relid, ddl, pc->concurrent,
             detach ? ShareLock : AccessExclusiveLock);
 }
 

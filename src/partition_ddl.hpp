@@ -8,14 +8,14 @@
 #include "pg.hpp"
 
 // What the statement needs after it ran: the partitions whose rows to write
-// as additions (ATTACH PARTITION, and DETACH of a table published itself).
+// as additions (ATTACH PARTITION, DETACH of a table with published
+// partitions of its own).
 struct CreekPartitionDdl {
     List *add_after = nullptr;   // leaf partition OIDs
 };
 
 // Before the statement: writes the rows it will remove from a published
-// partitioned table; notes those it will add. Raises the error of a statement
-// creek cannot follow (DETACH PARTITION ... CONCURRENTLY of such rows).
+// partitioned table; notes those it will add.
 void creek_partition_ddl_before(Node *stmt, CreekPartitionDdl *ddl);
 
 // After the statement succeeded: writes the rows it added.

@@ -12,7 +12,6 @@ import datetime
 import pytest
 
 from creek_helpers import assert_msg_ids, wait_until
-from servers import PsqlError
 
 pytestmark = pytest.mark.filterwarnings("ignore:Unknown local-timestamp-micros")
 
@@ -65,8 +64,8 @@ def test_drop_detach_attach(make_db):
     DETACH PARTITION publish a 'd' per row (the key, as a DELETE would), on the
     partitioned table's subject; ATTACH PARTITION of a table with rows, with
     its columns in another order and a value stored out of line, a 'c' per row
-    with every value. DETACH ... CONCURRENTLY is refused unless
-    creek.publish_partition_ddl is off; so is nothing published."""
+    with every value; DETACH ... CONCURRENTLY a 'd' per row once detached.
+    With creek.publish_partition_ddl off, nothing is published."""
     db = make_db("pd_ddl")
     db.sql("""
         CREATE TABLE ev (id int NOT NULL, at date NOT NULL, v text, PRIMARY KEY (id, at))
@@ -98,21 +97,18 @@ def test_drop_detach_attach(make_db):
     db.sql("ALTER TABLE ev ATTACH PARTITION ev_4 FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')")
     attached = state(db, "ev", ["id", "at", "v"])
     db.sql("ALTER TABLE ev DETACH PARTITION ev_3")
-    with pytest.raises(PsqlError) as e:
-        db.sql("ALTER TABLE ev DETACH PARTITION ev_4 CONCURRENTLY")
-    err = e.value.stderr
-    assert ('creek cannot publish the rows that DETACH PARTITION ... CONCURRENTLY takes out of table "ev"'
-            in err), err
-    assert 'The rows of partition "ev_4" would leave a published table without a message.' in err, err
-    assert "HINT:  Detach it without CONCURRENTLY, or SET creek.publish_partition_ddl = off" in err, err
+    # CONCURRENTLY: the rows are read in its second transaction, once detached
+    db.sql("ALTER TABLE ev DETACH PARTITION ev_4 CONCURRENTLY")
     assert db.scalar("SELECT count(*) FROM ev_4") == "2"
-    db.sql("SET creek.publish_partition_ddl = off; ALTER TABLE ev DETACH PARTITION ev_4 CONCURRENTLY")
     db.sql("CREATE TABLE ev_5 PARTITION OF ev FOR VALUES FROM ('2025-01-01') TO ('2026-01-01'); "
-           "INSERT INTO ev VALUES (300, '2025-07-07', 'last')")
+           "INSERT INTO ev VALUES (300, '2025-07-07', 'kept'), (301, '2025-08-08', 'kept')")
+    db.sql("SET creek.publish_partition_ddl = off; ALTER TABLE ev DETACH PARTITION ev_5 CONCURRENTLY")
+    db.sql("CREATE TABLE ev_6 PARTITION OF ev FOR VALUES FROM ('2026-01-01') TO ('2027-01-01'); "
+           "INSERT INTO ev VALUES (400, '2026-01-01', 'last')")
     assert db.scalar("SELECT count(*) FROM ev") == "1"
     assert db.scalar("SELECT count(*) FROM creek.partition_rows") == "0"
 
-    db.wait_wal_count(12 + 4 + 5 + 2 + 5 + 1)
+    db.wait_wal_count(12 + 4 + 5 + 2 + 5 + 2 + 2 + 1)
     rows = db.rows()
     assert_msg_ids(rows)
     assert all(r.subject == db.wal_subject("public", "ev") for r in rows)
@@ -134,13 +130,16 @@ def test_drop_detach_attach(make_db):
     assert len(txs[3][0].after["v"]) == 600 * 32
     # DETACH PARTITION ev_3 (row 100 included)
     assert sorted(ops[4]) == [("d", i, None) for i in sorted(rows_of["ev_3"] + [100])]
-    # the concurrent detach with the setting off: nothing; then the insert
-    assert ops[5] == [("c", None, 300)] and len(txs) == 6
+    # DETACH PARTITION ev_4 CONCURRENTLY: its rows, keys only, in its own (second) transaction
+    assert ops[5] == [("d", 200, None), ("d", 201, None)]
+    assert all(set(r.before) == {"id", "at"} for r in txs[5])
+    # the concurrent detach with the setting off: nothing; then the inserts
+    assert ops[6] == [("c", None, 300), ("c", None, 301)]
+    assert ops[7] == [("c", None, 400)] and len(txs) == 8
     # a consumer holds what ev holds, but for the rows detached with the setting off
     now = state(db, "ev", ["id", "at", "v"])
-    assert list(now) == [(300, datetime.date(2025, 7, 7))]
-    now.update({k: v for k, v in attached.items() if k[0] in (200, 201)})
-    assert replay(rows) == now
+    assert list(now) == [(400, datetime.date(2026, 1, 1))]
+    assert set(replay(rows)) == set(now) | {(300, datetime.date(2025, 7, 7)), (301, datetime.date(2025, 8, 8))}
 
 
 def test_replica_identity_full_and_a_streamed_transaction(make_db):
@@ -207,15 +206,23 @@ def test_attach_and_detach_move_rows_between_published_tables(make_db):
     db.sql("ALTER TABLE top ATTACH PARTITION sub FOR VALUES FROM ('2021-01-01') TO ('2022-01-01')")
     db.sql("INSERT INTO top VALUES (3, '2021-03-03')")
     db.sql("ALTER TABLE top DETACH PARTITION sub")
-    db.wait_wal_count(2 + 4 + 1 + 6)
+    db.sql("ALTER TABLE top ATTACH PARTITION sub FOR VALUES FROM ('2021-01-01') TO ('2022-01-01')")
+    db.sql("ALTER TABLE top DETACH PARTITION sub CONCURRENTLY")
+    db.sql("INSERT INTO sub VALUES (4, '2021-04-04')")
+    db.wait_wal_count(2 + 4 + 1 + 6 + 6 + 6 + 1)
     rows = db.rows()
     assert_msg_ids(rows)
     got = [[(r.source["table"], r.op, (r.before or r.after)["id"]) for r in g] for g in by_tx(rows)]
+    there = [("top", "d", 1), ("top", "d", 2), ("top", "d", 3), ("sub", "c", 1), ("sub", "c", 2), ("sub", "c", 3)]
+    back = [("sub", "d", 1), ("sub", "d", 2), ("sub", "d", 3), ("top", "c", 1), ("top", "c", 2), ("top", "c", 3)]
     assert got == [
         [("sub", "c", 1), ("sub", "c", 2)],
         [("sub", "d", 1), ("sub", "d", 2), ("top", "c", 1), ("top", "c", 2)],
         [("top", "c", 3)],
-        [("top", "d", 1), ("top", "d", 2), ("top", "d", 3), ("sub", "c", 1), ("sub", "c", 2), ("sub", "c", 3)],
+        there,
+        back,
+        there,   # CONCURRENTLY: in its first transaction
+        [("sub", "c", 4)],
     ]
     assert all(r.subject == db.wal_subject("public", r.source["table"]) for r in rows)
 
@@ -303,3 +310,51 @@ def test_default_partition_and_schema_owner(make_db):
     db.wait_wal_count(2 + 2 + 2 + 1)
     got = [sorted((r.op, (r.before or r.after)["id"]) for r in g) for g in by_tx(db.rows())]
     assert got == [[("c", 1), ("c", 100)], [("c", 11), ("c", 12)], [("d", 11), ("d", 12)], [("d", 1)]], got
+
+
+def test_detach_concurrently_with_a_writer_in_between(make_db):
+    """DETACH ... CONCURRENTLY: the partition's rows leave the table ('d') in
+    its first transaction, whose commit makes the partition's changes no
+    longer the table's; a row written straight into the partition while the
+    detach waits for older transactions is not the table's and is not
+    published. A consumer's copy stays equal to the table."""
+    import threading
+    import time
+    db = make_db("pd_conc")
+    db.sql("""
+        CREATE TABLE m (id int NOT NULL, PRIMARY KEY (id)) PARTITION BY RANGE (id);
+        CREATE TABLE m_1 PARTITION OF m FOR VALUES FROM (0) TO (10);
+        CREATE TABLE m_2 PARTITION OF m FOR VALUES FROM (10) TO (20);
+    """)
+    db.add_table("m")
+    db.sql("INSERT INTO m VALUES (1), (11)")
+    with db.connect() as a:
+        a.query("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        a.query("SELECT count(*) FROM m")   # a snapshot the detach must wait for
+        detach = threading.Thread(target=db.sql, args=("ALTER TABLE m DETACH PARTITION m_1 CONCURRENTLY",))
+        detach.start()
+        wait_until(lambda: db.scalar("SELECT count(*) FROM pg_inherits WHERE inhdetachpending") == "1",
+                   10, 0.05, "the detach's first transaction committed")
+        a.query("INSERT INTO m_1 VALUES (2)")
+        time.sleep(0.3)
+        assert detach.is_alive()   # it waits for this transaction
+        a.query("COMMIT")
+        detach.join(30)
+    assert not detach.is_alive()
+    assert db.scalar("SELECT count(*) FROM pg_inherits WHERE inhdetachpending") == "0"
+    db.sql("INSERT INTO m VALUES (12)")
+    db.wait_wal_count(2 + 1 + 1)
+    rows = db.rows()
+    got = [[(r.op, (r.before or r.after)["id"]) for r in g] for g in by_tx(rows)]
+    assert got == [[("c", 1), ("c", 11)], [("d", 1)], [("c", 12)]], got
+    assert sorted(k[0] for k in replay_ids(rows)) == [int(x[0]) for x in db.query("SELECT id FROM m ORDER BY 1")]
+
+
+def replay_ids(rows):
+    keys = set()
+    for r in rows:
+        if r.op == "d":
+            keys.discard((r.before["id"],))
+        else:
+            keys.add((r.after["id"],))
+    return keys

@@ -19,7 +19,7 @@ SELECT columns_are('creek', 'schemas', ARRAY['fingerprint', 'source', 'schema_js
 SELECT col_is_pk('creek', 'schemas', ARRAY['fingerprint', 'source'], 'creek.schemas is keyed by fingerprint and source');
 
 SELECT has_table('creek', 'partition_rows', 'creek.partition_rows exists');
-SELECT columns_are('creek', 'partition_rows', ARRAY['relid', 'op', 'rows']);
+SELECT columns_are('creek', 'partition_rows', ARRAY['relid', 'op', 'rows', 'target']);
 SELECT is((SELECT attstorage FROM pg_attribute WHERE attrelid = 'creek.partition_rows'::regclass
            AND attname = 'rows'), 'e', 'partition_rows.rows is stored out of line, uncompressed');
 SELECT is((SELECT relacl FROM pg_class WHERE oid = 'creek.partition_rows'::regclass),
