@@ -56,6 +56,13 @@ else
   echo "== pgTAP"
   psql -X -q -c "DROP DATABASE IF EXISTS creek_tap" -c "CREATE DATABASE creek_tap" >/dev/null 2>&1
   psql -X -q -d creek_tap -c "CREATE EXTENSION creek" -c "CREATE EXTENSION pgtap" >/dev/null
+  # 02_privileges adds a table in a transaction that has written data, which
+  # needs the worker's slot to exist already (a slot being created waits for
+  # the transactions running then): wait for it, at most 30 s
+  for _ in $(seq 300); do
+    [ "$(psql -X -At -d creek_tap -c "SELECT count(*) FROM creek.pg_stat_creek WHERE datname = 'creek_tap' AND state = 'streaming'")" = 1 ] && break
+    sleep 0.1
+  done
   pg_prove -d creek_tap test/pgtap/*.sql >"$LOGDIR/pgtap.log" 2>&1
   sed 's/^/  /' "$LOGDIR/pgtap.log" | tail -12
   tt=$(grep -oE "Tests=[0-9]+" "$LOGDIR/pgtap.log" | grep -oE "[0-9]+" || echo 0)
