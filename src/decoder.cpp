@@ -549,35 +549,6 @@ static void change_cb(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relati
     creek_wait_for_room();
 }
 
-static bool relation_in(Oid relid, int nrelations, Relation relations[])
-{
-    for (int i = 0; i < nrelations; i++)
-        if (RelationGetRelid(relations[i]) == relid)
-            return true;
-    return false;
-}
-
-// Did this TRUNCATE empty the whole partitioned table root: every partition
-// of its tree whose changes are in the WAL?
-static bool truncates_whole_tree(Oid root, int nrelations, Relation relations[])
-{
-    // root itself is listed only when TRUNCATE named it or one of its
-    // ancestors, and then recursed into every partition
-    if (relation_in(root, nrelations, relations))
-        return true;
-    List *tree = find_all_inheritors(root, NoLock, nullptr);
-    bool all = true;
-    for (int i = 0; all && i < list_length(tree); i++) {
-        Oid relid = list_nth_oid(tree, i);
-        if (get_rel_relkind(relid) != RELKIND_RELATION ||
-            get_rel_persistence(relid) != RELPERSISTENCE_PERMANENT)
-            continue;  // no storage, foreign or unlogged: not in the WAL
-        all = relation_in(relid, nrelations, relations);
-    }
-    list_free(tree);
-    return all;
-}
-
 // A partition that this TRUNCATE emptied, whose changes go to target, and
 // whose rows the transaction did not publish as removed (creek.partition_rows)
 // before; or InvalidOid.
@@ -613,6 +584,7 @@ static void truncate_impl(CreekStream *st, int nrelations, Relation relations[],
     if (!st->membership_valid)
         load_membership(st);
     Oid *handled = static_cast<Oid *>(palloc(sizeof(Oid) * (nrelations + 1)));
+    List *truncated = NIL;   // the statement's relations, as OIDs (when needed)
     int nhandled = 0;
     for (int i = 0; i < nrelations; i++) {
         Relation rel = relations[i];
@@ -640,7 +612,10 @@ static void truncate_impl(CreekStream *st, int nrelations, Relation relations[],
         if (seen)
             continue;  // one message per partitioned table and statement
         handled[nhandled++] = target_id;
-        if (!truncates_whole_tree(target_id, nrelations, relations)) {
+        if (truncated == NIL)
+            for (int j = 0; j < nrelations; j++)
+                truncated = lappend_oid(truncated, RelationGetRelid(relations[j]));
+        if (!creek_truncates_whole_tree(target_id, truncated)) {
             Oid leaf = unpublished_truncated_leaf(st, target_id, nrelations, relations);
             if (OidIsValid(leaf))
                 ereport(LOG,

@@ -41,7 +41,7 @@ struct RowsOut {
     List *written = NIL;        // ItemPointer of every chunk inserted
 };
 
-static bool has_wal_rows(Oid relid)
+bool creek_has_wal_rows(Oid relid)
 {
     return get_rel_relkind(relid) == RELKIND_RELATION &&
            get_rel_persistence(relid) == RELPERSISTENCE_PERMANENT;
@@ -98,18 +98,23 @@ static List *chain_up_to(Oid leaf, Oid top)
     return out;
 }
 
-// target: the published table the rows leave, or InvalidOid for the
-// decoder's route of leaf where the chunk is in the WAL.
+// A chunk being filled: a bytea, its length word first.
+static void start_chunk(StringInfo buf)
+{
+    resetStringInfo(buf);
+    appendStringInfoSpaces(buf, VARHDRSZ);
+}
+
+// Inserts the chunk in buf. target: the published table the rows enter, or
+// InvalidOid for the decoder's route of leaf where the chunk is in the WAL.
 static void write_chunk(RowsOut *out, Oid leaf, char op, Oid target, StringInfo buf)
 {
     Datum values[4];
     bool nulls[4] = {false, false, false, !OidIsValid(target)};
-    bytea *rows = static_cast<bytea *>(palloc(VARHDRSZ + buf->len));
-    SET_VARSIZE(rows, VARHDRSZ + buf->len);
-    memcpy(VARDATA(rows), buf->data, buf->len);
+    SET_VARSIZE(buf->data, buf->len);
     values[0] = ObjectIdGetDatum(leaf);
     values[1] = CharGetDatum(op);
-    values[2] = PointerGetDatum(rows);
+    values[2] = PointerGetDatum(buf->data);
     values[3] = ObjectIdGetDatum(target);
     HeapTuple tup = heap_form_tuple(RelationGetDescr(out->rel), values, nulls);
     simple_heap_insert(out->rel, tup);
@@ -117,8 +122,7 @@ static void write_chunk(RowsOut *out, Oid leaf, char op, Oid target, StringInfo 
     *tid = tup->t_self;
     out->written = lappend(out->written, tid);
     heap_freetuple(tup);
-    pfree(rows);
-    resetStringInfo(buf);
+    start_chunk(buf);
 }
 
 // Writes every row of leaf (locked by the caller) as op: 'c' the whole row,
@@ -145,6 +149,7 @@ static void write_rows_of(RowsOut *out, Oid leaf, char op, Oid target = InvalidO
     TupleTableSlot *slot = table_slot_create(rel, nullptr);
     StringInfoData buf;
     initStringInfo(&buf);
+    start_chunk(&buf);
     const int chunks_before = list_length(out->written);
     while (table_scan_getnextslot(scan, ForwardScanDirection, slot)) {
         CHECK_FOR_INTERRUPTS();
@@ -175,7 +180,7 @@ static void write_rows_of(RowsOut *out, Oid leaf, char op, Oid target = InvalidO
     }
     // (an empty partition gets an empty chunk: the decoder learns that
     // nothing of it was left unpublished)
-    if (buf.len > 0 || list_length(out->written) == chunks_before)
+    if (buf.len > VARHDRSZ || list_length(out->written) == chunks_before)
         write_chunk(out, leaf, op, target, &buf);
     ExecDropSingleTupleTableSlot(slot);
     table_endscan(scan);
@@ -208,18 +213,18 @@ static void open_out(RowsOut *out, Oid rows_relid)
         out->rel = table_open(rows_relid, RowExclusiveLock);
 }
 
-// Is every partition of root with rows in the WAL in set (or root itself)?
-// Then the decoder publishes one 't' (decoder.cpp, truncates_whole_tree).
-static bool whole_tree_in(Oid root, List *set)
+bool creek_truncates_whole_tree(Oid root, List *set)
 {
     if (list_member_oid(set, root))
         return true;
     List *tree = find_all_inheritors(root, NoLock, nullptr);
+    bool all = true;
     ListCell *lc;
     foreach (lc, tree)
-        if (has_wal_rows(lfirst_oid(lc)) && !list_member_oid(set, lfirst_oid(lc)))
-            return false;
-    return true;
+        if (creek_has_wal_rows(lfirst_oid(lc)) && !list_member_oid(set, lfirst_oid(lc)))
+            all = false;
+    list_free(tree);
+    return all;
 }
 
 // The partitions of tree (top and those under it) whose route changes when
@@ -235,7 +240,7 @@ static void reroute(List *tree, Oid top, List *above, List *published, RowsOut *
     ListCell *lc;
     foreach (lc, tree) {
         Oid leaf = lfirst_oid(lc);
-        if (!has_wal_rows(leaf))
+        if (!creek_has_wal_rows(leaf))
             continue;
         Oid before = route_now(leaf, published);
         Oid after = route_over(leaf, published, list_concat(chain_up_to(leaf, top), above));
@@ -286,11 +291,11 @@ static void before_truncate(TruncateStmt *stmt, List *published, RowsOut *out, O
     }
     foreach (lc, truncated) {
         Oid leaf = lfirst_oid(lc);
-        if (!has_wal_rows(leaf) || !get_rel_relispartition(leaf))
+        if (!creek_has_wal_rows(leaf) || !get_rel_relispartition(leaf))
             continue;
         Oid target = route_now(leaf, published);
         // a table published itself, or a whole partitioned table: 't'
-        if (!OidIsValid(target) || target == leaf || whole_tree_in(target, truncated))
+        if (!OidIsValid(target) || target == leaf || creek_truncates_whole_tree(target, truncated))
             continue;
         open_out(out, rows_relid);
         write_rows_of(out, leaf, 'd');
@@ -327,7 +332,7 @@ static void write_dropped(List *dropped, List *published, RowsOut *out, Oid rows
         all = list_concat_unique_oid(all, find_all_inheritors(lfirst_oid(lc), NoLock, nullptr));
     foreach (lc, all) {
         Oid leaf = lfirst_oid(lc);
-        if (!has_wal_rows(leaf) || !get_rel_relispartition(leaf))
+        if (!creek_has_wal_rows(leaf) || !get_rel_relispartition(leaf))
             continue;
         Oid before = route_now(leaf, published);
         if (!OidIsValid(before) || list_member_oid(all, before))

@@ -21,6 +21,14 @@ void creek_partition_ddl_before(Node *stmt, CreekPartitionDdl *ddl);
 // After the statement succeeded: writes the rows it added.
 void creek_partition_ddl_after(CreekPartitionDdl *ddl);
 
+// Are relid's changes in the WAL (an ordinary, permanent table)?
+bool creek_has_wal_rows(Oid relid);
+
+// Does a TRUNCATE of the relations in set (OIDs) empty the partitioned table
+// root whole: root is in set, or every partition of its tree whose changes
+// are in the WAL? (Then its one message is a 't'.)
+bool creek_truncates_whole_tree(Oid root, List *set);
+
 // The members of creek.tables (tables_relid), read with the catalog snapshot
 // (the historic one while decoding: it is a user catalog table).
 List *creek_published_relids(Oid tables_relid);
