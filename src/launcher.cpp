@@ -60,21 +60,14 @@ static void forget_settled()
     }
 }
 
-// The worker started for dboid that is starting or running, or null.
-static Launched *launched_for(Oid dboid)
+// Has a worker this launcher started for dboid not claimed it and not
+// exited yet (as of the last forget_settled)?
+static bool starting(Oid dboid)
 {
-    for (int i = 0; i < nlaunched;) {
-        pid_t pid;
-        if (launched[i].dboid != dboid) {
-            i++;
-            continue;
-        }
-        BgwHandleStatus st = GetBackgroundWorkerPid(launched[i].handle, &pid);
-        if (st == BGWH_STARTED || st == BGWH_NOT_YET_STARTED)
-            return &launched[i];
-        forget_launched(i);   // (the last entry moved to i)
-    }
-    return nullptr;
+    for (int i = 0; i < nlaunched; i++)
+        if (launched[i].dboid == dboid)
+            return true;
+    return false;
 }
 
 static void add_pending(Oid dboid, bool wait)
@@ -189,6 +182,7 @@ void creek_launcher_main(Datum arg)
         for (int i = 0; i < n; i++)
             add_pending(req[i], true);
 
+        forget_settled();
         // Start what can be started; a database whose old worker still runs
         // (DROP and CREATE EXTENSION in quick succession) waits for it to exit.
         int kept = 0;
@@ -199,10 +193,10 @@ void creek_launcher_main(Datum arg)
             busy = creek_find_db(p.dboid) != nullptr;
             SpinLockRelease(&creek_shared->mutex);
             bool done = false;
-            // One it started is starting (or exiting: it may have released
-            // its claim): ask again once it has claimed the database or is
-            // gone, rather than start a second one now.
-            if (!busy && launched_for(p.dboid))
+            // One it started has not claimed the database yet: ask again
+            // once it has claimed it or is gone, rather than start a second
+            // one now.
+            if (!busy && starting(p.dboid))
                 done = false;
             else if (!busy || !p.wait_for_extension)
                 done = busy || launch(p.dboid, p.wait_for_extension);
@@ -210,7 +204,6 @@ void creek_launcher_main(Datum arg)
                 pending[kept++] = p;
         }
         npending = kept;
-        forget_settled();
         creek_snapshot_launch_waiting(creek_max_snapshots);
 
         (void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
