@@ -316,6 +316,23 @@ PublisherConfig make_config(const NatsServer &srv, const std::string &stream, co
     return c;
 }
 
+// A nats-server with a stream (max_msg_size 8192) and a publisher
+// configuration for it that retries quickly: for the tests that lower the
+// stream's max_msg_size under a publisher.
+struct LimitedStream {
+    NatsServer srv;
+    bool started;
+    Client cl;
+    PublisherConfig c;
+    bool ok;
+    LimitedStream(const char *name, const char *subj)
+        : started(srv.start()), cl(srv.url()), c(make_config(srv, name, subj)),
+          ok(started && cl.ok() && make_stream(cl, name, subj, 8192, false)) {
+        c.retry_backoff_min_ms = 20;
+        c.retry_backoff_max_ms = 200;
+    }
+};
+
 // Drives the publisher (ensure_ready when not ready, pump, wait on the
 // wakeup fd) until done() or the time limit. each() runs every iteration.
 bool drive(Publisher &p, const std::function<bool()> &done, int timeout_ms,
@@ -1137,15 +1154,11 @@ TEST(big_message_is_split_into_parts) {
 // the limit goes down after a message was split, the publisher says so
 // (too_large) and never skips the message.
 TEST(stream_max_msg_size_limits_parts) {
-    NatsServer srv;
-    CHECK(srv.start());
-    Client cl(srv.url());
-    CHECK(cl.ok());
-    if (!cl.ok()) return;
-    CHECK(make_stream(cl, "CREEK_h", "CREEK.h.>", 8192, false));
-    PublisherConfig c = make_config(srv, "CREEK_h", "CREEK.h.>");
-    c.retry_backoff_min_ms = 20;
-    c.retry_backoff_max_ms = 200;
+    LimitedStream ls("CREEK_h", "CREEK.h.>");
+    CHECK(ls.ok);
+    if (!ls.ok) return;
+    Client &cl = ls.cl;
+    const PublisherConfig &c = ls.c;
     Publisher p(c);
     CHECK(p.ensure_ready());
     CHECK_EQ(p.part_limit(), size_t(8192 - Publisher::kPartHeadroom));
@@ -1178,15 +1191,11 @@ TEST(stream_max_msg_size_limits_parts) {
 // them too. Resent by a new publisher (the worker restarts), the stream holds
 // every message once, in order.
 TEST(ordered_stream_refused_message_stops_later_ones) {
-    NatsServer srv;
-    CHECK(srv.start());
-    Client cl(srv.url());
-    CHECK(cl.ok());
-    if (!cl.ok()) return;
-    CHECK(make_stream(cl, "CREEK_o", "CREEK.o.>", 8192, false));
-    PublisherConfig c = make_config(srv, "CREEK_o", "CREEK.o.>");
-    c.retry_backoff_min_ms = 20;
-    c.retry_backoff_max_ms = 200;
+    LimitedStream ls("CREEK_o", "CREEK.o.>");
+    CHECK(ls.ok);
+    if (!ls.ok) return;
+    Client &cl = ls.cl;
+    const PublisherConfig &c = ls.c;
     const int n = 50;
     auto payload = [](int i) { return i == 2 ? std::string(5000, 'L') : "small-" + std::to_string(i); };
     {
