@@ -2,6 +2,7 @@
 #include "spool.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 namespace creek {
 namespace {
 constexpr size_t kBufSize = 1 << 20;
+constexpr uint64_t kReleaseStep = 8 << 20;   // punch the read part out 8 MB at a time
 }
 
 Spool::Spool(const std::string &dir) {
@@ -31,6 +33,12 @@ Spool::Spool(const std::string &dir) {
 
 Spool::~Spool() {
     if (fd_ >= 0) ::close(fd_);
+}
+
+uint64_t Spool::allocated() const {
+    struct stat sb;
+    if (::fstat(fd_, &sb) != 0) fail("could not stat a spool file");
+    return uint64_t(sb.st_blocks) * 512;
 }
 
 void Spool::fail(const char *what) const {
@@ -98,11 +106,31 @@ void Spool::flush() {
 }
 
 void Spool::rewind() {
+    if (released_ != 0) throw std::logic_error("spool: rewind() after part of it was released");
     flush();
     reading_ = true;
     read_off_ = 0;
     pos_ = 0;
     buf_.clear();
+}
+
+// What has been read is not needed again. A spool is written while a large
+// transaction runs and read once at its commit, usually before the kernel
+// has written all of it to disk: punching the read part out of the file
+// spares the disk the part still dirty in the page cache (and frees the
+// cache), while JetStream stores the same messages on it. A file system
+// that cannot punch holes keeps the file whole until it is closed.
+void Spool::release_read() {
+    uint64_t upto = read_off_ - read_off_ % kReleaseStep;
+    if (!can_release_ || upto < released_ + kReleaseStep) return;
+#ifdef FALLOC_FL_PUNCH_HOLE
+    if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off_t(released_),
+                    off_t(upto - released_)) == 0) {
+        released_ = upto;
+        return;
+    }
+#endif
+    can_release_ = false;
 }
 
 bool Spool::next(const char **data, size_t *len) {
@@ -128,6 +156,7 @@ bool Spool::next(const char **data, size_t *len) {
         buf_.erase(0, pos_);
         read_off_ += pos_;
         pos_ = 0;
+        release_read();
         size_t want = std::max(kBufSize, sizeof n + size_t(n));
         size_t have = buf_.size();
         size_t need = want > have ? want - have : 0;

@@ -41,15 +41,20 @@ public:
     void flush();
 
     // Reading, after the last add(): rewind(), then next() until false. A
-    // record stays valid until the next call.
+    // record stays valid until the next call. Reading is done once: the
+    // file's blocks behind the reader are given back as it goes (see
+    // release_read()), so a second rewind() throws.
     void rewind();
     bool next(const char **data, size_t *len);
 
     uint64_t records() const { return records_; }
     uint64_t bytes() const { return file_size_ + buf_.size(); }
+    // What the file takes on its file system now (st_blocks).
+    uint64_t allocated() const;
 
 private:
     void write_out();
+    void release_read();
     void fail(const char *what) const;
 
     int fd_ = -1;
@@ -67,6 +72,8 @@ private:
     bool reading_ = false;
     uint64_t read_off_ = 0;    // file offset of buf_[0]
     size_t pos_ = 0;           // next record in buf_
+    uint64_t released_ = 0;    // the file's bytes before this are punched out
+    bool can_release_ = true;  // false once the file system refused to punch
 };
 
 }  // namespace creek

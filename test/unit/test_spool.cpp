@@ -85,6 +85,41 @@ TEST(aborted_subtransactions_are_cut_off) {
     CHECK(read_all(sp) == want);
 }
 
+TEST(read_part_is_given_back_to_the_file_system) {
+    char tmpl[] = "/var/tmp/creek-spool-test.XXXXXX";   // a disk file system (/tmp may be tmpfs)
+    std::string dir = mkdtemp(tmpl);
+    {
+        creek::Spool sp(dir);
+        std::string r(100000, 'x');
+        for (uint64_t i = 0; i < 400; i++) {   // 40 MB
+            r[0] = char(i);
+            sp.add(r.data(), r.size());
+        }
+        sp.flush();
+        uint64_t full = sp.allocated();
+        CHECK(full >= uint64_t(40000000));
+        sp.rewind();
+        const char *d;
+        size_t n;
+        uint64_t i = 0;
+        for (; i < 300 && sp.next(&d, &n); i++)
+            CHECK(n == r.size() && d[0] == char(i) && d[1] == 'x');
+        CHECK_EQ(i, uint64_t(300));
+        // 30 MB read: all but the last few MB of that is punched out
+        CHECK(sp.allocated() <= full - uint64_t(20000000));
+        for (; sp.next(&d, &n); i++) CHECK(n == r.size() && d[0] == char(i));
+        CHECK_EQ(i, uint64_t(400));
+        bool threw = false;
+        try {
+            sp.rewind();   // what was read is gone
+        } catch (const std::logic_error &) {
+            threw = true;
+        }
+        CHECK(threw);
+    }
+    rmdir(dir.c_str());
+}
+
 TEST(empty_spool_and_no_files_left) {
     char tmpl[] = "/tmp/creek-spool-test.XXXXXX";
     std::string dir = mkdtemp(tmpl);
