@@ -124,7 +124,17 @@ def read_stream(client, stream, start_seq=1, filter_subject=None, batch=1000, ti
                 m = client.next_msg(sid, min(left, 10))
                 assert m is not None, "no reply from the consumer of %s" % stream
                 if m.status is not None:
-                    done = True  # 404 / 408: nothing more right now
+                    # 404 / 408: nothing more right now. An ephemeral
+                    # consumer of a replicated stream reads one replica,
+                    # which may lag behind the leader's last_seq: done only
+                    # once it has delivered that (or, with a filter, has
+                    # nothing pending).
+                    if filter_subject is None:
+                        done = bool(out) and out[-1].seq >= last
+                    else:
+                        done = consumer_pending(client, stream, name) == 0
+                    if not done:
+                        time.sleep(0.05)
                     break
                 assert m.reply, "unexpected reply from the consumer of %s: %r" % (stream, m)
                 tok = m.reply.split(".")
@@ -144,6 +154,12 @@ def read_stream(client, stream, start_seq=1, filter_subject=None, batch=1000, ti
         except Exception:
             pass
     return out
+
+
+def consumer_pending(client, stream, consumer):
+    """Messages of the stream the consumer has not delivered yet (None: no answer)."""
+    r = client.js_api("CONSUMER.INFO.%s.%s" % (stream, consumer), timeout=5)
+    return None if r is None or "error" in r else r.get("num_pending")
 
 
 def stream_count(client, stream):
@@ -344,8 +360,8 @@ class CreekDb:
         fp = payload_fingerprint_b64(smsg.data)
         if fp not in self.schemas:
             self.load_schemas()
-        assert fp in self.schemas, "no schema with fingerprint %s in %s (message %r)" % (
-            fp, self.schema_stream, smsg)
+        assert fp in self.schemas, "no schema with fingerprint %s in %s (message %r; the stream: %r)" % (
+            fp, self.schema_stream, smsg, _safe(lambda: self.client.stream_info(self.schema_stream)["state"]))
         schema = self.schemas[fp]
         ent = self._readers.get(fp)
         if ent is None:
@@ -497,3 +513,42 @@ class BackgroundWriter(threading.Thread):
                    0.02, "writer to insert %d rows" % k)
         assert len(self.acked) >= k, "writer stopped after %d rows: %r" % (
             len(self.acked), self.error)
+
+
+# ---------------------------------------------------------------------------
+# fault tests (test_faults.py, test_nats_cluster.py): rows written while something fails
+
+def make_writer_table(db):
+    db.sql("CREATE TABLE w (id int PRIMARY KEY, payload text); "
+           "CREATE TABLE bulk (id int PRIMARY KEY, payload text)")
+    db.add_table("w")
+    db.add_table("bulk")
+
+
+def check_rows(db, expect):
+    """The wal stream holds exactly one insert per id of each table, in the
+    order given: expect = {table: [ids...]}. Returns the rows by table."""
+    total = sum(len(v) for v in expect.values())
+    db.wait_wal_count(total, timeout=90)
+    rows = db.rows()
+    assert_msg_ids(rows)  # unique ids, commit LSNs never go back
+    by_table = {}
+    for r in rows:
+        by_table.setdefault(r.source["table"], []).append(r)
+    assert sorted(by_table) == sorted(expect), sorted(by_table)
+    for table, ids in expect.items():
+        got = [r.after["id"] for r in by_table[table]]
+        dups = sorted(i for i in set(got) if got.count(i) > 1) if len(set(got)) != len(got) else []
+        missing = sorted(set(ids) - set(got))
+        assert not dups, "%s: duplicated rows: %r" % (table, dups[:20])
+        assert not missing, "%s: %d rows missing, first %r" % (table, len(missing), missing[:20])
+        assert got == list(ids), "%s: rows out of order" % table
+        assert all(r.op == "c" for r in by_table[table])
+    return by_table
+
+
+def bulk_insert(db, first, n):
+    """One transaction inserting ids first..first+n-1 into bulk."""
+    db.sql("INSERT INTO bulk SELECT g, 'bulk ' || g FROM generate_series(%d, %d) g"
+           % (first, first + n - 1))
+    return list(range(first, first + n))

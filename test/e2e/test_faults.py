@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from creek_helpers import BackgroundWriter, CreekDb, assert_msg_ids, stream_count, unique_db_name
+from creek_helpers import (BackgroundWriter, CreekDb, assert_msg_ids, bulk_insert, check_rows, make_writer_table,
+                           stream_count, unique_db_name)
 from helpers import wait_until
 from natsclient import NatsClient
 from servers import NatsServer, PgCluster, port_open
@@ -53,42 +54,6 @@ def make_db(pg, nats):
     yield make
     for db in made:
         db.close()
-
-
-def make_writer_table(db):
-    db.sql("CREATE TABLE w (id int PRIMARY KEY, payload text); "
-           "CREATE TABLE bulk (id int PRIMARY KEY, payload text)")
-    db.add_table("w")
-    db.add_table("bulk")
-
-
-def check_rows(db, expect):
-    """The wal stream holds exactly one insert per id of each table, in the
-    order given: expect = {table: [ids...]}. Returns the rows by table."""
-    total = sum(len(v) for v in expect.values())
-    db.wait_wal_count(total, timeout=90)
-    rows = db.rows()
-    assert_msg_ids(rows)  # unique ids, commit LSNs never go back
-    by_table = {}
-    for r in rows:
-        by_table.setdefault(r.source["table"], []).append(r)
-    assert sorted(by_table) == sorted(expect), sorted(by_table)
-    for table, ids in expect.items():
-        got = [r.after["id"] for r in by_table[table]]
-        dups = sorted(i for i in set(got) if got.count(i) > 1) if len(set(got)) != len(got) else []
-        missing = sorted(set(ids) - set(got))
-        assert not dups, "%s: duplicated rows: %r" % (table, dups[:20])
-        assert not missing, "%s: %d rows missing, first %r" % (table, len(missing), missing[:20])
-        assert got == list(ids), "%s: rows out of order" % table
-        assert all(r.op == "c" for r in by_table[table])
-    return by_table
-
-
-def bulk_insert(db, first, n):
-    """One transaction inserting ids first..first+n-1 into bulk."""
-    db.sql("INSERT INTO bulk SELECT g, 'bulk ' || g FROM generate_series(%d, %d) g"
-           % (first, first + n - 1))
-    return list(range(first, first + n))
 
 
 # ---------------------------------------------------------------------------
