@@ -42,8 +42,8 @@ public:
 
     // Reading, after the last add(): rewind(), then next() until false. A
     // record stays valid until the next call. Reading is done once: the
-    // file's blocks behind the reader are given back as it goes (see
-    // release_read()), so a second rewind() throws.
+    // file's blocks behind the reader are given back as it goes, 8 MB at a
+    // time (see release_read()), and rewind() throws once some were.
     void rewind();
     bool next(const char **data, size_t *len);
 
