@@ -91,12 +91,28 @@ def read_stream(client, stream, start_seq=1, filter_subject=None, batch=1000, ti
             if m.seq >= start_seq:
                 out.append(StreamMsg(m.subject, m.headers, m.data, m.seq, None))
         return out
-    info = client.stream_info(stream)
-    if info is None:
-        return []
-    last = info["state"].get("last_seq", 0)
-    if last < start_seq or info["state"].get("messages", 0) == 0:
-        return []
+    deadline = time.monotonic() + timeout
+    while True:
+        info = client.stream_info(stream)
+        if info is None:
+            return []
+        state = info["state"]
+        if state.get("last_seq", 0) < start_seq or state.get("messages", 0) == 0:
+            return []
+        out = _read_once(client, stream, start_seq, filter_subject, batch, state["last_seq"], deadline)
+        # An ephemeral consumer of a replicated stream reads one replica; a
+        # replica that is catching up after a restart may not hold the
+        # stream's first messages yet. Read again until a whole read has
+        # every message the stream holds.
+        unchecked = filter_subject is not None or start_seq > state.get("first_seq", 1)
+        if unchecked or len(out) >= stream_count(client, stream):
+            return out
+        assert time.monotonic() < deadline, "reading stream %s: %d of %d messages after %ds" % (
+            stream, len(out), stream_count(client, stream), timeout)
+        time.sleep(0.2)
+
+
+def _read_once(client, stream, start_seq, filter_subject, batch, last, deadline):
     cfg = {"ack_policy": "none", "inactive_threshold": 60 * 10**9,
            "replay_policy": "instant"}
     if start_seq > 1:
@@ -111,7 +127,6 @@ def read_stream(client, stream, start_seq=1, filter_subject=None, batch=1000, ti
     inbox = "_INBOX.creek-e2e-" + uuidlib.uuid4().hex
     sid = client.subscribe(inbox)
     out = []
-    deadline = time.monotonic() + timeout
     try:
         while True:
             client.publish("$JS.API.CONSUMER.MSG.NEXT.%s.%s" % (stream, name),

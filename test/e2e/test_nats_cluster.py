@@ -105,10 +105,15 @@ def kill_and_restart(db, nodes, node, pause):
     node.start(timeout=60)
     if node is nodes[0]:
         db.reconnect_nats(30)
-    # back in the stream's group and caught up with its leader
-    wait_until(lambda: all(r.get("current") for r in
-                           ((db.client.stream_info(db.wal_stream) or {}).get("cluster") or {}).get("replicas", [{}])
-                           ) and leader(db), 60, 0.2, "the stream's replicas to be current again")
+    wait_until(lambda: all(replicas_current(db, s) for s in (db.wal_stream, db.schema_stream)),
+               60, 0.2, "the streams' replicas to be current again")
+
+
+def replicas_current(db, stream):
+    """The stream has a leader, and both other replicas caught up with it."""
+    cluster = (db.client.stream_info(stream) or {}).get("cluster") or {}
+    replicas = cluster.get("replicas") or []
+    return cluster.get("leader") and len(replicas) == NODES - 1 and all(r.get("current") for r in replicas)
 
 
 def test_leader_changes_and_node_kills_lose_and_double_nothing(nodes, pg, make_db):
