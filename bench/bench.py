@@ -1564,6 +1564,9 @@ plot "{dat}" using 1:($3*100):xtic(2) with boxes lc rgb "#4477aa", \\
                          % (l["rate"], l["p50_ms"], l["p99_ms"], l["max_ms"]))
         if "tps" in self.r:
             lines.append("pgbench TPS: " + "  ".join("%s %.0f" % kv for kv in self.r["tps"].items()))
+        if self.mode == "quick" and self.r.get("verdicts"):
+            lines.append("(quick: small sizes, to check that the benchmark runs; measurements this short "
+                         "are not judged against the targets, the full run is)")
         for v in self.r.get("verdicts", []):
             lines.append("target %-4s %s: %s (%s)" % ("met" if v["met"] else "MISS", v["what"], v["value"], v["target"]))
         odd = [x for x in self.r.get("server_log", []) if "resending" in x["text"] or x["level"] in ("ERROR", "FATAL")]
