@@ -255,12 +255,27 @@ void creek_encode_record(creek::AvroWriter *w, const creek::TableInfo &info,
                          const CreekColumnCodec *codecs, const std::vector<int> &cols,
                          TupleDesc desc, HeapTuple tuple, bool detoast)
 {
+    // Several columns: deform the tuple once. heap_getattr finds a column
+    // behind a variable-length or null one by walking the tuple from its
+    // start, once per column (nocachegetattr: 8% of the worker's CPU for the
+    // benchmark's 30-column rows). One or two (a key): heap_getattr.
+    Datum values[MaxTupleAttributeNumber];
+    bool nulls[MaxTupleAttributeNumber];
+    const bool deformed = cols.size() > 2;
+    if (deformed)
+        heap_deform_tuple(tuple, desc, values, nulls);
     for (int idx : cols) {
         const creek::ColumnInfo &c = info.columns[idx];
         bool isnull = true;
         Datum d = (Datum) 0;
-        if (c.attnum <= desc->natts)
-            d = heap_getattr(tuple, c.attnum, desc, &isnull);
+        if (c.attnum <= desc->natts) {
+            if (deformed) {
+                d = values[c.attnum - 1];
+                isnull = nulls[c.attnum - 1];
+            } else {
+                d = heap_getattr(tuple, c.attnum, desc, &isnull);
+            }
+        }
         if (!isnull && c.toastable && !detoast && VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(d))) {
             w->put_union_branch(2);  // "unchanged": an empty record
             continue;
