@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every creek test: C++ unit tests, pg_regress, pgTAP and the end-to-end
 # tests against a real Postgres and nats-server. Installs dependencies and
-# builds first; then the quick benchmark. Ends with one line: "N passed, N failed".
+# builds first; then the quick benchmark and encoder check. Ends with one line: "N passed, N failed".
 #
 #   bash test/run.sh            everything
 #   bash test/run.sh -k nats    end-to-end tests matching a pytest expression
@@ -96,6 +96,13 @@ if [ $# -eq 0 ]; then
     echo "  bench quick: ok"; add 1 0
   else
     tail -20 "$LOGDIR/bench.log"; add 0 1
+  fi
+  # creek's direct encoder against avro-c: the same bytes (checked), and the cost
+  echo "== encoder cost, quick version (bash bench/encode_cost.sh --rows 20000 --rounds 1)"
+  if bash bench/encode_cost.sh --rows 20000 --rounds 1 >"$LOGDIR/encode_cost.log" 2>&1; then
+    sed 's/^/  /' "$LOGDIR/encode_cost.log"; add 1 0
+  else
+    tail -20 "$LOGDIR/encode_cost.log"; add 0 1
   fi
 fi
 
