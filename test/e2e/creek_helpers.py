@@ -102,10 +102,12 @@ def read_stream(client, stream, start_seq=1, filter_subject=None, batch=1000, ti
         out = _read_once(client, stream, start_seq, filter_subject, batch, state["last_seq"], deadline)
         # An ephemeral consumer of a replicated stream reads one replica; a
         # replica that is catching up after a restart may not hold the
-        # stream's first messages yet. Read again until a whole read has
-        # every message the stream holds.
-        unchecked = filter_subject is not None or start_seq > state.get("first_seq", 1)
-        if unchecked or len(out) >= stream_count(client, stream):
+        # stream's first messages yet. Read again when a read from the
+        # stream's start began past its first message and got fewer
+        # messages than the stream holds.
+        first = state.get("first_seq", 1)
+        unchecked = filter_subject is not None or start_seq > first
+        if unchecked or (out and out[0].seq <= first) or len(out) >= stream_count(client, stream):
             return out
         assert time.monotonic() < deadline, "reading stream %s: %d of %d messages after %ds" % (
             stream, len(out), stream_count(client, stream), timeout)
