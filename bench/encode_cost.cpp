@@ -41,19 +41,20 @@ struct Column {
 
 struct Shape {
     const char *label;
+    const char *table;
     std::vector<Column> cols;
     size_t text_len;
 };
 
 Shape narrow()
 {
-    return {"narrow (id bigint, a text, b int, c timestamptz)",
+    return {"narrow (id bigint, a text, b int, c timestamptz)", "narrow",
             {{"id", Kind::Long}, {"a", Kind::Text}, {"b", Kind::Int}, {"c", Kind::Long}}, 12};
 }
 
 Shape wide()
 {
-    Shape s{"wide (30 columns: id, 5 int, 3 bigint, timestamptz, numeric, boolean, 18 text of 102)", {}, 102};
+    Shape s{"wide (30 columns: id, 5 int, 3 bigint, timestamptz, numeric, boolean, 18 text of 102)", "wide", {}, 102};
     s.cols.push_back({"id", Kind::Long});
     for (int i = 1; i <= 5; i++) s.cols.push_back({"i" + std::to_string(i), Kind::Int});
     for (int i = 1; i <= 3; i++) s.cols.push_back({"l" + std::to_string(i), Kind::Long});
@@ -116,7 +117,7 @@ struct Values {
 
 void fill(const Shape &s, long n, Values &v)
 {
-    v.table = s.cols.size() > 4 ? "wide" : "narrow";
+    v.table = s.table;
     v.tx_at = 1796601600000000LL + n;
     v.tx_id = 740 + n / 1000;
     v.sent_at = v.tx_at + 3000;
