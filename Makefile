@@ -5,7 +5,7 @@ DATA       = $(wildcard creek--*.sql)
 PGFILEDESC = "creek - stream committed row changes to NATS JetStream as Avro"
 
 SRCS = src/module.cpp src/settings.cpp src/shmem.cpp src/stat_views.cpp \
-       src/launcher.cpp src/worker.cpp src/slot.cpp src/decoder.cpp src/partition_ddl.cpp \
+       src/launcher.cpp src/worker.cpp src/slot.cpp src/slot_recovery.cpp src/decoder.cpp src/partition_ddl.cpp \
        src/encoder.cpp src/schema.cpp src/table_info.cpp src/names.cpp src/type_map.cpp src/sql_api.cpp \
        src/publisher.cpp src/publisher_conn.cpp src/js_answer.cpp src/nats_msg.cpp src/spool.cpp src/fingerprint.cpp src/subjects.cpp src/json_text.cpp \
        src/nats_config.cpp src/snapshot_queue.cpp src/snapshot_worker.cpp src/snapshot_sql.cpp

@@ -6,6 +6,7 @@ SHOW creek.ack_timeout;
 SHOW creek.stream_storage;
 SHOW creek.stream_duplicate_window;
 SHOW creek.ordered_publish;
+SHOW creek.snapshot_on_slot_loss;
 
 -- settings that need a reload cannot be set in a session
 SET creek.namespace = 'OTHER';

@@ -246,7 +246,7 @@ static void emit(CreekStream *st, CreekTable *t, int op, XLogRecPtr lsn, TupleDe
     }
     creek::AvroWriter *w = &st->writer;
     char msg_id[64];
-    snprintf(msg_id, sizeof msg_id, "%s/%u", st->txn_commit_lsn_text, st->txn_index++);
+    snprintf(msg_id, sizeof msg_id, "%s/%u", st->txn_msg_id_base, st->txn_index++);
 
     w->clear();
     w->put_raw(t->schema.header.data(), t->schema.header.size());
@@ -291,7 +291,7 @@ static bool publish_spooled(CreekStream *st, creek::Spool *spool)
     put_txn_fields(st, w, h.lsn, h.op);
     w->put_raw(p, len - parts);
     char msg_id[64];
-    snprintf(msg_id, sizeof msg_id, "%s/%u", st->txn_commit_lsn_text, st->txn_index++);
+    snprintf(msg_id, sizeof msg_id, "%s/%u", st->txn_msg_id_base, st->txn_index++);
     st->pub->enqueue(st->spool_subject, msg_id, w->data().data(), w->size());
     st->last_decoded_lsn = h.lsn;
     auto it = st->tables.find(h.relid);
@@ -523,6 +523,16 @@ static void set_txn(CreekStream *st, ReorderBufferTXN *txn)
     st->txn_index = 0;
     snprintf(st->txn_commit_lsn_text, sizeof st->txn_commit_lsn_text, "%X/%X",
              LSN_FORMAT_ARGS(txn->final_lsn));
+    // After a failover the new primary's WAL (a new timeline) reuses the LSNs
+    // that the old primary had written past the standby's last replayed
+    // position: the timeline keeps a message id from naming a change the old
+    // primary published. (A slot never outlives a timeline switch on
+    // Postgres 15: it is not copied to standbys.)
+    TimeLineID tli = GetWALInsertionTimeLine();
+    if (tli > 1)
+        snprintf(st->txn_msg_id_base, sizeof st->txn_msg_id_base, "%u@%s", tli, st->txn_commit_lsn_text);
+    else
+        strlcpy(st->txn_msg_id_base, st->txn_commit_lsn_text, sizeof st->txn_msg_id_base);
     // 64-bit id as txid_current() reports it: the xid is older than the next one.
     FullTransactionId next = ReadNextFullTransactionId();
     uint32 epoch = EpochFromFullTransactionId(next);

@@ -34,6 +34,7 @@ bool creek_snapshot_service = true;
 bool creek_ordered_publish = true;
 bool creek_publish_partition_ddl = true;
 int creek_batch_delay_ms = 5;
+bool creek_snapshot_on_slot_loss = true;
 }
 
 static const struct config_enum_entry storage_options[] = {
@@ -182,6 +183,13 @@ void creek_define_settings()
         "creek.snapshot_service", "Serve snapshot requests on NATS (NS._snapshot).",
         "A snapshot sends a whole published table to whoever can read the snapshot stream.",
         &creek_snapshot_service, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomBoolVariable(
+        "creek.snapshot_on_slot_loss",
+        "Take a snapshot of every published table when creek's replication slot was lost.",
+        "A slot goes missing after a failover to a standby, pg_upgrade or pg_drop_replication_slot(), "
+        "or is invalidated by max_slot_wal_keep_size: the changes committed before the new slot "
+        "exists are not published, and a snapshot lets consumers catch up.",
+        &creek_snapshot_on_slot_loss, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
     DefineCustomBoolVariable(
         "creek.ordered_publish", "Keep row changes in order in JetStream whatever fails.",
         "A row change sent while the one before it is unanswered names that one in the header "

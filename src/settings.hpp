@@ -33,6 +33,7 @@ extern bool creek_snapshot_service;
 extern bool creek_ordered_publish;
 extern bool creek_publish_partition_ddl;
 extern int creek_batch_delay_ms;
+extern bool creek_snapshot_on_slot_loss;
 }
 
 #define CREEK_MAX_SNAPSHOTS_RUNNING 32

@@ -39,7 +39,8 @@ void creek_slot_name(Oid dboid, char *out, size_t len)
     snprintf(out, len, "creek_%u", dboid);
 }
 
-bool creek_slot_exists(const char *name)
+// A copy of the data of the slot of that name, when it is this database's.
+static bool read_slot(const char *name, ReplicationSlotPersistentData *out)
 {
     bool found = false;
     LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
@@ -47,24 +48,36 @@ bool creek_slot_exists(const char *name)
     if (s != nullptr) {
         SpinLockAcquire(&s->mutex);
         found = s->data.database == MyDatabaseId;
+        if (found)
+            *out = s->data;
         SpinLockRelease(&s->mutex);
     }
     LWLockRelease(ReplicationSlotControlLock);
     return found;
 }
 
+bool creek_slot_exists(const char *name)
+{
+    ReplicationSlotPersistentData d;
+    return read_slot(name, &d);
+}
+
 bool creek_slot_ready(const char *name)
 {
-    bool ready = false;
-    LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
-    ReplicationSlot *s = SearchNamedReplicationSlot(name, false);
-    if (s != nullptr) {
-        SpinLockAcquire(&s->mutex);
-        ready = s->data.persistency == RS_PERSISTENT && s->data.database == MyDatabaseId;
-        SpinLockRelease(&s->mutex);
-    }
-    LWLockRelease(ReplicationSlotControlLock);
-    return ready;
+    ReplicationSlotPersistentData d;
+    return read_slot(name, &d) && d.persistency == RS_PERSISTENT;
+}
+
+bool creek_slot_invalidated(const char *name)
+{
+    ReplicationSlotPersistentData d;
+    return read_slot(name, &d) && XLogRecPtrIsInvalid(d.restart_lsn) && !XLogRecPtrIsInvalid(d.invalidated_at);
+}
+
+XLogRecPtr creek_slot_confirmed_lsn(const char *name)
+{
+    ReplicationSlotPersistentData d;
+    return read_slot(name, &d) ? d.confirmed_flush : InvalidXLogRecPtr;
 }
 
 void creek_slot_create(const char *name)

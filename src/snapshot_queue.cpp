@@ -213,6 +213,25 @@ bool creek_snapshot_take_unanswered(Oid dboid, char *reply, size_t reply_len, ch
 static BackgroundWorkerHandle *handles[CREEK_MAX_SNAPSHOTS];
 static uint32 handle_generation[CREEK_MAX_SNAPSHOTS];
 
+// A snapshot taken because the slot was lost ("slot") waits until its
+// database's streaming worker reaches NATS: it would fail before, and its
+// request would be gone (the slot is there again, nothing asks anew).
+static bool may_start(CreekSnapshot *s)
+{
+    if (strcmp(s->origin, "slot") != 0)
+        return true;
+    bool connected = false;
+    SpinLockAcquire(&creek_shared->mutex);
+    CreekDbEntry *e = creek_find_db(s->dboid);
+    SpinLockRelease(&creek_shared->mutex);
+    if (e != nullptr) {
+        SpinLockAcquire(&e->mutex);
+        connected = e->in_use && e->dboid == s->dboid && strcmp(e->nats_state, "connected") == 0;
+        SpinLockRelease(&e->mutex);
+    }
+    return connected;
+}
+
 void creek_snapshot_launch_waiting(int max_running)
 {
     int running = 0;
@@ -237,7 +256,8 @@ void creek_snapshot_launch_waiting(int max_running)
         int idx = -1;
         for (int i = 0; i < creek_shared->nsnapshots; i++) {
             CreekSnapshot *s = &entries()[i];
-            if (s->state == SNAP_WAITING && (next == nullptr || s->requested_at < next->requested_at)) {
+            if (s->state == SNAP_WAITING && (next == nullptr || s->requested_at < next->requested_at) &&
+                may_start(s)) {
                 next = s;
                 idx = i;
             }

@@ -95,6 +95,9 @@ struct CreekStream {
     int64_t txn_full_xid = 0;
     uint32_t txn_index = 0;
     char txn_commit_lsn_text[32] = {0};
+    // the messages' Nats-Msg-Id before "/<index>": the commit LSN, after a
+    // failover "<timeline>@<commit LSN>" (decoder.cpp, set_txn)
+    char txn_msg_id_base[48] = {0};
 
     // Large transactions streamed before their commit (decoder.cpp): each
     // toplevel xid's encoded changes; spool is the one being written in the

@@ -21,6 +21,7 @@
 #include "nats_config.hpp"
 #include "settings.hpp"
 #include "slot.hpp"
+#include "slot_recovery.hpp"
 #include "snapshot_queue.hpp"
 
 extern "C" {
@@ -467,7 +468,7 @@ static void answer_failed_snapshot_requests(CreekStream *st)
 // it for the duration of the transaction.
 static void side_transaction(CreekStream *st)
 {
-    if (st->to_store.empty() && st->snapshot_requests.empty())
+    if (st->to_store.empty() && st->snapshot_requests.empty() && !creek_slot_recovery_due())
         return;
     bool had_flag = (MyProc->statusFlags & PROC_IN_LOGICAL_DECODING) != 0;
     if (had_flag)
@@ -480,6 +481,8 @@ static void side_transaction(CreekStream *st)
         PushActiveSnapshot(GetTransactionSnapshot());
         store_schemas(st);
         serve_snapshot_requests(st);
+        if (creek_slot_recovery_due())
+            creek_slot_recovery_request_pending();
         SPI_finish();
         PopActiveSnapshot();
     }
@@ -796,10 +799,15 @@ void creek_worker_main(Datum arg)
                 wait_seconds(10000);
         }
         trust_own_output_plugin();
+        creek_drop_invalidated_slot(entry, slot_name);
         if (!creek_slot_ready(slot_name)) {
             creek_set_state(entry, "creating slot");
             creek_slot_create(slot_name);
+            TransactionId next_xid = ReadNextTransactionId();
             ereport(LOG, (errmsg("creek created replication slot \"%s\"", slot_name)));
+            creek_slot_recovery_start(entry, slot_name, next_xid);
+            CurrentResourceOwner = worker_owner;
+            MemoryContextSwitchTo(TopMemoryContext);
         }
         MemoryContextSwitchTo(TopMemoryContext);
         decoding_ctx = creek_slot_open(slot_name);

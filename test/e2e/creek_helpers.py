@@ -454,9 +454,10 @@ def _safe(fn):
 # Assertions shared by the tests
 
 def assert_msg_ids(rows):
-    """Nats-Msg-Id is "<commit lsn>/<index>", unique, indexes 0.. per
-    transaction in stream order, commit LSNs never decrease, and the commit
-    LSN equals source.last_lsn."""
+    """Nats-Msg-Id is "<commit lsn>/<index>" (after a failover
+    "<timeline>@<commit lsn>/<index>"), unique, indexes 0.. per transaction
+    in stream order, commit LSNs never decrease, and the commit LSN equals
+    source.last_lsn."""
     seen = set()
     prev_commit = -1
     expect_index = 0
@@ -465,6 +466,8 @@ def assert_msg_ids(rows):
         assert r.msg_id not in seen, "duplicate Nats-Msg-Id %s" % r.msg_id
         seen.add(r.msg_id)
         prefix, idx = r.msg_id.rsplit("/", 1)
+        tli, _, prefix = prefix.rpartition("@")
+        assert tli == "" or (tli.isdigit() and int(tli) > 1), "bad timeline in msg id %s" % r.msg_id
         assert prefix == r.source["last_lsn"], "msg id %s but last_lsn %s" % (
             r.msg_id, r.source["last_lsn"])
         assert idx.isdigit() and str(int(idx)) == idx, "bad index in msg id %s" % r.msg_id
