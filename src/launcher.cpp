@@ -204,10 +204,10 @@ void creek_launcher_main(Datum arg)
                 pending[kept++] = p;
         }
         npending = kept;
-        creek_snapshot_launch_waiting(creek_max_snapshots);
+        bool held = creek_snapshot_launch_waiting(creek_max_snapshots);
 
         (void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-                         npending > 0 ? 1000 : 5000, PG_WAIT_EXTENSION);
+                         npending > 0 || held ? 1000 : 5000, PG_WAIT_EXTENSION);
         ResetLatch(MyLatch);
         CHECK_FOR_INTERRUPTS();
         if (ConfigReloadPending) {

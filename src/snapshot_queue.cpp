@@ -232,8 +232,9 @@ static bool may_start(CreekSnapshot *s)
     return connected;
 }
 
-void creek_snapshot_launch_waiting(int max_running)
+bool creek_snapshot_launch_waiting(int max_running)
 {
+    bool held = false;
     int running = 0;
     for (int i = 0; i < creek_shared->nsnapshots; i++) {
         CreekSnapshot *s = &entries()[i];
@@ -256,14 +257,19 @@ void creek_snapshot_launch_waiting(int max_running)
         int idx = -1;
         for (int i = 0; i < creek_shared->nsnapshots; i++) {
             CreekSnapshot *s = &entries()[i];
-            if (s->state == SNAP_WAITING && (next == nullptr || s->requested_at < next->requested_at) &&
-                may_start(s)) {
+            if (s->state != SNAP_WAITING)
+                continue;
+            if (!may_start(s)) {
+                held = true;
+                continue;
+            }
+            if (next == nullptr || s->requested_at < next->requested_at) {
                 next = s;
                 idx = i;
             }
         }
         if (next == nullptr)
-            return;
+            return held;
         SpinLockAcquire(&next->mutex);
         bool still = next->state == SNAP_WAITING;
         uint32 gen = next->generation;
@@ -280,10 +286,11 @@ void creek_snapshot_launch_waiting(int max_running)
             if (next->state == SNAP_STARTING && next->generation == gen)
                 next->state = SNAP_WAITING;
             SpinLockRelease(&next->mutex);
-            return;
+            return held;
         }
         handles[idx] = h;
         handle_generation[idx] = gen;
         running++;
     }
+    return held;
 }

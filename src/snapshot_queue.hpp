@@ -66,8 +66,10 @@ void creek_snapshot_xact_end(bool commit);
 bool creek_snapshot_cancel(const char *subject);
 
 // Launcher side: starts waiting snapshots while fewer than max run, and marks
-// failed those whose worker died without saying so.
-void creek_snapshot_launch_waiting(int max_running);
+// failed those whose worker died without saying so. true when a waiting
+// snapshot taken because the slot was lost waits for its database's worker
+// to reach NATS (look again soon).
+bool creek_snapshot_launch_waiting(int max_running);
 
 // Worker side.
 void creek_snapshot_fail(CreekSnapshot *s, const char *error);

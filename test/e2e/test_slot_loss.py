@@ -181,3 +181,25 @@ def test_setting_off_warns_and_takes_no_snapshot(pg, nats):
     assert "creek.snapshot()" in m.group(1)
     db.wait_streaming(30)
     assert db.scalar("SELECT count(*) FROM creek.pg_stat_creek_snapshots") == "0"
+
+
+def test_pg_dump_and_restore_keep_the_published_tables(pg, nats):
+    """creek.tables is an extension configuration table: pg_dump carries it,
+    and the restored database publishes the same tables under its own name."""
+    src = CreekDb(pg, nats.url, unique_db_name("dump_src"))
+    make_tables(src)
+    dump = os.path.join(pg.base_dir, "src.dump")
+    for cmd in (["pg_dump", "-Fc", "-f", dump, src.name],
+                ["createdb", "-T", "template0", src.name + "_restored"],
+                ["pg_restore", "-d", src.name + "_restored", dump]):
+        r = subprocess.run(_as_pg_user([os.path.join(PG_BIN, cmd[0]), "-h", "127.0.0.1", "-p", str(pg.port),
+                                        "-U", "postgres"] + cmd[1:]),
+                           capture_output=True, text=True, env=pg._psql_env(), timeout=120)
+        assert r.returncode == 0, r.stderr
+    db = CreekDb(pg, nats.url, src.name + "_restored", create=False)
+    db.wait_streaming(30)
+    assert sorted(db.query("SELECT relid::text FROM creek.tables")) == [("t",), ("u",)]
+    db.sql("INSERT INTO t VALUES (200, 'restored', 200)")
+    db.wait_caught_up()
+    got = [(c.op, c.after["id"]) for c in db.rows(filter_subject=db.wal_subject("public", "t"))]
+    assert got[-1] == ("c", 200) and db.wal_stream != src.wal_stream
