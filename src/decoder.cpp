@@ -632,8 +632,9 @@ static void truncate_impl(CreekStream *st, int nrelations, Relation relations[],
                         (errmsg("creek does not publish the TRUNCATE of partition \"%s\" of table \"%s\"",
                                 qualified_relname(leaf), qualified_relname(target_id)),
                          errdetail("Its rows leave the table without messages: it was truncated with "
-                                   "creek.publish_partition_ddl off, or before ALTER EXTENSION creek UPDATE "
-                                   "to 0.6.0.")));
+                                   "creek.publish_partition_ddl off, by a logical replication subscription, "
+                                   "or before ALTER EXTENSION creek UPDATE to 0.6.0."),
+                         errhint("A snapshot of the table (creek.snapshot()) lets consumers catch up.")));
             continue;
         }
         Relation target = target_id == relid ? rel : open_target(target_id);
