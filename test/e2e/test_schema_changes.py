@@ -14,6 +14,7 @@
   test_fingerprints_stable_across_databases_and_restart
   test_before_images_per_replica_identity
   test_unchanged_toast_values
+  test_renamed_table_moves_to_its_new_subject
 
 Each test creates its own database (make_db), except the restart test, which
 gets its own Postgres cluster."""
@@ -789,3 +790,22 @@ def test_unchanged_toast_values(make_db):
         # an array column: [null, array, unchanged, the dims record]
         ft = types["arr"]
         assert ft[0] == "null" and ft[1]["type"] == "array" and ft[2] == "unchanged", ft
+
+
+def test_renamed_table_moves_to_its_new_subject(make_db):
+    """A table's changes go to the subject of its name when they were made:
+    RENAME and SET SCHEMA move them (mid-transaction too), and the new
+    subject gets its schema message first; the table stays published."""
+    db = make_db("rename_table")
+    db.sql("CREATE TABLE t (id int PRIMARY KEY, v text); CREATE SCHEMA s2")
+    db.add_table("t")
+    db.sql("INSERT INTO t VALUES (1, 'a')")
+    db.sql("BEGIN; INSERT INTO t VALUES (2, 'b'); ALTER TABLE t RENAME TO t2; INSERT INTO t2 VALUES (3, 'c'); COMMIT")
+    db.sql("ALTER TABLE t2 SET SCHEMA s2; INSERT INTO s2.t2 VALUES (4, 'd')")
+    db.wait_caught_up()
+    got = [(r.subject, r.after["id"], r.source["schema"], r.source["table"]) for r in db.rows()]
+    assert got == [(db.wal_subject("public", "t"), 1, "public", "t"), (db.wal_subject("public", "t"), 2, "public", "t"),
+                   (db.wal_subject("public", "t2"), 3, "public", "t2"), (db.wal_subject("s2", "t2"), 4, "s2", "t2")]
+    assert [m.subject for m in db.schema_messages()] == [
+        db.schema_subject("public", "t"), db.schema_subject("public", "t2"), db.schema_subject("s2", "t2")]
+    assert db.query("SELECT relid::text FROM creek.tables") == [("s2.t2",)]
