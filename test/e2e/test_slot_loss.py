@@ -9,10 +9,11 @@ were never published as changes.
 Every test here gets its own nats-server and Postgres cluster."""
 
 import os
+import re
 import shutil
 import subprocess
 
-from creek_helpers import CreekDb, assert_msg_ids, unique_db_name
+from creek_helpers import CreekDb, assert_msg_ids, read_stream, unique_db_name
 from helpers import wait_until
 from servers import PG_BIN, PgCluster, _as_pg_user
 from test_faults import nats, pg  # noqa: F401 (fixtures: a nats-server and a cluster of the test's own)
@@ -203,3 +204,28 @@ def test_pg_dump_and_restore_keep_the_published_tables(pg, nats):
     db.wait_caught_up()
     got = [(c.op, c.after["id"]) for c in db.rows(filter_subject=db.wal_subject("public", "t"))]
     assert got[-1] == ("c", 200) and db.wal_stream != src.wal_stream
+
+
+def test_more_tables_than_snapshot_entries(pg, nats):
+    """creek keeps 64 snapshot entries: past them, the snapshots of a lost
+    slot are requested as entries free up, until every table has one."""
+    n = 70
+    db = CreekDb(pg, nats.url, unique_db_name("slot_many"))
+    db.sql("".join("CREATE TABLE m%d (id int PRIMARY KEY); INSERT INTO m%d VALUES (%d);" % (i, i, i)
+                   for i in range(n)))
+    for i in range(n):
+        db.add_table("m%d" % i)
+    db.wait_caught_up()
+    since = pg.log_offset()
+    db.sql("SELECT pg_terminate_backend(%s)" % db.stat()["pid"])
+    drop_slot(db)
+    pg.wait_log(LOST % n, 30, since)
+
+    def requested():
+        return len(re.findall(r"creek requested snapshot \S+ of table m\d+ after its slot was lost", pg.log(since)))
+    wait_until(lambda: requested() == n, 180, 0.5, "%d snapshots requested (have %s)" % (n, requested()))
+
+    def ended():
+        subjects = set(m.subject for m in read_stream(db.client, db.snap_stream) if m.data == b"EOF")
+        return len(subjects) == n
+    wait_until(ended, 180, 1, "%d snapshots ended with EOF" % n)
