@@ -140,6 +140,8 @@ CreekDbEntry *creek_claim_db(Oid dboid)
             if (!same_db) {
                 e->last_error[0] = '\0';
                 e->last_error_at = 0;
+                e->slot_lost_at = 0;
+                e->slot_lost_lsn = InvalidXLogRecPtr;
             }
             e->started_at = GetCurrentTimestamp();
             e->drop_requested = false;

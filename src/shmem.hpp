@@ -19,6 +19,11 @@ typedef struct CreekDbEntry {
     char slot_name[NAMEDATALEN];
     char last_error[CREEK_ERROR_LEN];
     TimestampTz last_error_at;
+    // the last time the worker created its slot anew while tables were
+    // published (slot_recovery.cpp), and where the new slot starts; 0: not
+    // since the server started
+    TimestampTz slot_lost_at;
+    XLogRecPtr slot_lost_lsn;
     TimestampTz started_at;
     bool drop_requested;        // the extension is being dropped: check now
     bool exit_requested;        // DROP DATABASE: exit (the slot is dropped with the database)

@@ -135,6 +135,11 @@ void creek_slot_recovery_start(CreekDbEntry *entry, const char *slot_name, Trans
                                "creek.snapshot_on_slot_loss on.")));
         creek_set_error(entry, msg);
         pfree(msg);
+        TimestampTz now = GetCurrentTimestamp();
+        SpinLockAcquire(&entry->mutex);
+        entry->slot_lost_at = now;
+        entry->slot_lost_lsn = start;
+        SpinLockRelease(&entry->mutex);
         if (creek_snapshot_on_slot_loss) {
             pending = lost;
             creek_slot_recovery_request_pending();

@@ -25,9 +25,10 @@ extern "C" Datum creek_stat(PG_FUNCTION_ARGS)
         SpinLockRelease(&e->mutex);
         if (copy.dboid == InvalidOid)
             continue;
-        // (a 0.2.0 install declares the first 16 columns: the rest is not stored)
-        Datum values[18];
-        bool nulls[18] = {false};
+        // (a 0.2.0 install declares the first 16 columns, 0.3.0 to 0.6.0 the
+        // first 18: the rest is not stored)
+        Datum values[20];
+        bool nulls[20] = {false};
         char *datname = get_database_name(copy.dboid);
         if (datname == nullptr && !copy.in_use)
             continue;   // the entry of a dropped database that no worker holds
@@ -63,6 +64,10 @@ extern "C" Datum creek_stat(PG_FUNCTION_ARGS)
         nulls[15] = reset_at == 0;
         values[16] = Int64GetDatum((int64) pg_atomic_read_u64(&e->spooled_txns));
         values[17] = Int64GetDatum((int64) pg_atomic_read_u64(&e->spooled_bytes));
+        values[18] = TimestampTzGetDatum(copy.slot_lost_at);
+        nulls[18] = copy.slot_lost_at == 0;
+        values[19] = LSNGetDatum(copy.slot_lost_lsn);
+        nulls[19] = copy.slot_lost_lsn == InvalidXLogRecPtr;
         tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
     }
     return (Datum) 0;

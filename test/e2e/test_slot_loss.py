@@ -91,6 +91,8 @@ def test_dropped_slot_is_created_anew_with_a_snapshot_of_each_table(pg, nats):
     pg.wait_log(LOST % 2, 30, since)
     db.wait_streaming(30)
     assert "was lost and created anew" in db.stat()["last_error"]
+    assert db.query("SELECT slot_lost_at > started_at - interval '1 minute', slot_lost_lsn <= confirmed_lsn "
+                    "FROM creek.pg_stat_creek WHERE datname = current_database()") == [("t", "t")]
     check_consumer_catches_up(db)
 
 
@@ -130,6 +132,8 @@ def test_failover_to_a_standby(pg, nats):
         nats.start()
         new = CreekDb(standby, nats.url, name, create=False)
         new.wait_streaming(30)
+        # last_error is NATS's by now; slot_lost_at stays
+        assert new.scalar("SELECT slot_lost_at IS NOT NULL FROM creek.pg_stat_creek") == "t"
         check_consumer_catches_up(new)
         # the new primary's WAL is timeline 2: its message ids say so, and
         # cannot be taken for ids of changes the old primary published

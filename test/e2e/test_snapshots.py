@@ -369,9 +369,9 @@ def test_upgrade_from_0_1_0(pg, nats):
         # the 0.2.0 view over the current library: its 16 columns
         assert pg.query("SELECT messages_in_flight, stats_reset FROM creek.pg_stat_creek WHERE datname = current_database()", db=name)
         pg.psql("ALTER EXTENSION creek UPDATE", db=name)
-        assert pg.scalar("SELECT extversion FROM pg_extension WHERE extname = 'creek'", db=name) == "0.6.0"
-        assert pg.query("SELECT spooled_transactions, spooled_bytes FROM creek.pg_stat_creek "
-                        "WHERE datname = current_database()", db=name) == [("0", "0")]
+        assert pg.scalar("SELECT extversion FROM pg_extension WHERE extname = 'creek'", db=name) == "0.7.0"
+        assert pg.query("SELECT spooled_transactions, spooled_bytes, slot_lost_at FROM creek.pg_stat_creek "
+                        "WHERE datname = current_database()", db=name) == [("0", "0", None)]
         db = CreekDb(pg, nats.url, name, create=False)
         assert db.scalar("SELECT count(*) FROM creek.tables") == "1"   # kept
         subject = db.scalar("SELECT creek.snapshot('t')")

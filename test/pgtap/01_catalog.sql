@@ -32,7 +32,7 @@ SELECT columns_are('creek', 'pg_stat_creek', ARRAY[
     'confirmed_lsn', 'lag_bytes', 'lag_seconds', 'wal_status', 'retained_wal_bytes',
     'messages_published', 'bytes_published', 'messages_in_flight',
     'spooled_transactions', 'spooled_bytes',
-    'last_error', 'last_error_at', 'started_at', 'stats_reset']);
+    'last_error', 'last_error_at', 'started_at', 'stats_reset', 'slot_lost_at', 'slot_lost_lsn']);
 SELECT has_view('creek', 'pg_stat_creek_tables', 'creek.pg_stat_creek_tables exists');
 SELECT columns_are('creek', 'pg_stat_creek_tables', ARRAY[
     'datid', 'datname', 'relid', 'schemaname', 'relname', 'inserts', 'updates', 'deletes',
@@ -50,8 +50,8 @@ SELECT has_view('creek', 'pg_stat_creek_snapshots', 'creek.pg_stat_creek_snapsho
 SELECT columns_are('creek', 'pg_stat_creek_snapshots', ARRAY[
     'datid', 'datname', 'subject', 'relid', 'schemaname', 'relname', 'state', 'origin',
     'rows_sent', 'approx_rows', 'requested_at', 'started_at', 'finished_at', 'error']);
-SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'creek'), '0.6.0',
-          'a new install is version 0.6.0 (0.1.0 and the upgrade scripts)');
+SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'creek'), '0.7.0',
+          'a new install is version 0.7.0 (0.1.0 and the upgrade scripts)');
 SELECT is((SELECT count(*) FROM pg_extension_update_paths('creek') WHERE source = '0.1.0' AND target = '0.2.0'
            AND path IS NOT NULL), 1::bigint, '0.1.0 upgrades to 0.2.0');
 SELECT is((SELECT count(*) FROM pg_extension_update_paths('creek') WHERE source = '0.2.0' AND target = '0.3.0'
@@ -62,6 +62,8 @@ SELECT is((SELECT count(*) FROM pg_extension_update_paths('creek') WHERE source 
            AND path IS NOT NULL), 1::bigint, '0.4.0 upgrades to 0.5.0');
 SELECT is((SELECT count(*) FROM pg_extension_update_paths('creek') WHERE source = '0.5.0' AND target = '0.6.0'
            AND path IS NOT NULL), 1::bigint, '0.5.0 upgrades to 0.6.0');
+SELECT is((SELECT count(*) FROM pg_extension_update_paths('creek') WHERE source = '0.6.0' AND target = '0.7.0'
+           AND path IS NOT NULL), 1::bigint, '0.6.0 upgrades to 0.7.0');
 SELECT has_function('creek', 'remove_table', ARRAY['regclass']);
 SELECT function_returns('creek', 'remove_table', ARRAY['regclass'], 'void');
 SELECT is_strict('creek', 'remove_table', ARRAY['regclass']);
