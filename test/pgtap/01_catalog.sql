@@ -1,6 +1,6 @@
 -- creek's catalog objects: schema, tables, functions, view.
 BEGIN;
-SELECT plan(47);
+SELECT plan(48);
 
 SELECT has_extension('creek');
 SELECT has_schema('creek');
