@@ -509,6 +509,16 @@ static void startup_cb(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bo
     opt->output_type = OUTPUT_PLUGIN_BINARY_OUTPUT;
     opt->receive_rewrites = false;
     ctx->output_plugin_private = creek_stream;
+    // After a failover the new primary's WAL (a new timeline) reuses the LSNs
+    // that the old primary had written past the standby's last replayed
+    // position: the timeline keeps a message id from naming a change the old
+    // primary published. A primary's timeline does not change while it runs,
+    // and on Postgres 15 a slot never outlives a timeline switch (it is not
+    // copied to standbys).
+    TimeLineID tli = GetWALInsertionTimeLine();
+    creek_stream->msg_id_prefix[0] = '\0';
+    if (tli > 1)
+        snprintf(creek_stream->msg_id_prefix, sizeof creek_stream->msg_id_prefix, "%u@", tli);
 }
 
 static void shutdown_cb(LogicalDecodingContext *ctx) {}
@@ -521,18 +531,9 @@ static void set_txn(CreekStream *st, ReorderBufferTXN *txn)
     st->txn_end_lsn = txn->end_lsn;
     st->txn_commit_unix_us = txn->xact_time.commit_time + kUnixToPgMicros;
     st->txn_index = 0;
-    snprintf(st->txn_commit_lsn_text, sizeof st->txn_commit_lsn_text, "%X/%X",
+    snprintf(st->txn_msg_id_base, sizeof st->txn_msg_id_base, "%s%X/%X", st->msg_id_prefix,
              LSN_FORMAT_ARGS(txn->final_lsn));
-    // After a failover the new primary's WAL (a new timeline) reuses the LSNs
-    // that the old primary had written past the standby's last replayed
-    // position: the timeline keeps a message id from naming a change the old
-    // primary published. (A slot never outlives a timeline switch on
-    // Postgres 15: it is not copied to standbys.)
-    TimeLineID tli = GetWALInsertionTimeLine();
-    if (tli > 1)
-        snprintf(st->txn_msg_id_base, sizeof st->txn_msg_id_base, "%u@%s", tli, st->txn_commit_lsn_text);
-    else
-        strlcpy(st->txn_msg_id_base, st->txn_commit_lsn_text, sizeof st->txn_msg_id_base);
+    st->txn_commit_lsn_text = st->txn_msg_id_base + strlen(st->msg_id_prefix);
     // 64-bit id as txid_current() reports it: the xid is older than the next one.
     FullTransactionId next = ReadNextFullTransactionId();
     uint32 epoch = EpochFromFullTransactionId(next);

@@ -94,10 +94,12 @@ struct CreekStream {
     int64_t txn_commit_unix_us = 0;
     int64_t txn_full_xid = 0;
     uint32_t txn_index = 0;
-    char txn_commit_lsn_text[32] = {0};
-    // the messages' Nats-Msg-Id before "/<index>": the commit LSN, after a
-    // failover "<timeline>@<commit LSN>" (decoder.cpp, set_txn)
+    // the messages' Nats-Msg-Id before "/<index>": msg_id_prefix (after a
+    // failover "<timeline>@", decoder.cpp startup_cb), then the commit LSN,
+    // which txn_commit_lsn_text points at
+    char msg_id_prefix[16] = {0};
     char txn_msg_id_base[48] = {0};
+    const char *txn_commit_lsn_text = txn_msg_id_base;
 
     // Large transactions streamed before their commit (decoder.cpp): each
     // toplevel xid's encoded changes; spool is the one being written in the

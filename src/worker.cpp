@@ -806,8 +806,6 @@ void creek_worker_main(Datum arg)
             TransactionId next_xid = ReadNextTransactionId();
             ereport(LOG, (errmsg("creek created replication slot \"%s\"", slot_name)));
             creek_slot_recovery_start(entry, slot_name, next_xid);
-            CurrentResourceOwner = worker_owner;
-            MemoryContextSwitchTo(TopMemoryContext);
         }
         MemoryContextSwitchTo(TopMemoryContext);
         decoding_ctx = creek_slot_open(slot_name);
