@@ -5,13 +5,16 @@ turn: the worker terminated and SIGKILLed, nats-server killed and stopped,
 Postgres shut down `immediate`, a column added, a partition detached and
 attached again. Some transactions roll back, some roll back to a savepoint,
 some are large enough to be streamed (logical_decoding_work_mem = 64kB),
-some truncate the partitioned table.
+some truncate the partitioned table. Snapshots of the tables are requested
+between the faults, and once more after the last one.
 
 Afterwards the wal stream, read from the start and applied in stream order
 (insert, update, delete, truncate by key; an unchanged TOASTed value keeps
 the value before), must give exactly the rows of the tables: nothing
 committed is missing, nothing rolled back is there, nothing is applied
-twice. Message ids are unique and in commit order.
+twice. Message ids are unique and in commit order. Every snapshot that
+finished, merged with the stream by the README's rule, gives exactly its
+table too; one that failed has no EOF.
 
 The servers are this test's own (`nats`/`pg` fixtures of test_faults)."""
 
@@ -23,6 +26,7 @@ import time
 
 from creek_helpers import CreekDb, assert_msg_ids, unique_db_name
 from helpers import wait_until
+from test_snapshots import read_snapshot, snapshot_state, visible
 from pgwire import PgConn, PgError
 from servers import NatsServer, PgCluster, port_open
 
@@ -157,12 +161,14 @@ def inflict(fault, pg, nats, db, rnd):
                 db=db.name, check=False)
 
 
-def replay(rows):
-    """The tables as the stream tells them: {table: {key: row}}, and what
-    went wrong applying it."""
-    state = {t: {} for t in KEYS}
+def replay(rows, state=None, skip=lambda r: False):
+    """The tables as the stream tells them: {table: {key: row}} (starting
+    from `state`), and what went wrong applying it."""
+    state = state or {t: {} for t in KEYS}
     errors = []
     for r in rows:
+        if skip(r):
+            continue
         table = r.source["table"]
         keys, st = KEYS[table], state[table]
         if r.op == "t":
@@ -192,6 +198,57 @@ def replay(rows):
     return state, errors
 
 
+def table_state(db, table):
+    cols = COLS[table]
+    real = {}
+    for row in db.query("SELECT %s FROM %s" % (", ".join(cols), table)):
+        d = dict(zip(cols, row))
+        real[tuple(int(d[k]) for k in KEYS[table])] = d
+    return real
+
+
+def assert_same(table, state, real, what):
+    cols = COLS[table]
+    got = {k: {c: None if v.get(c) is None else str(v[c]) for c in cols} for k, v in state.items()}
+    assert sorted(got) == sorted(real), "%s: %s: keys missing %r, extra %r" % (
+        table, what, sorted(set(real) - set(got))[:10], sorted(set(got) - set(real))[:10])
+    bad = [k for k in real if got[k] != real[k]]
+    assert not bad, "%s: %s: %d rows differ, e.g. %r: %.300r, table %.300r" % (
+        table, what, len(bad), bad[0], got[bad[0]], real[bad[0]])
+
+
+def request_snapshot(db, table):
+    try:
+        return table, db.scalar("SELECT creek.snapshot('%s')" % table)
+    except Exception as e:  # Postgres is down for a moment
+        print("snapshot of %s not requested: %s" % (table, e))
+        return None
+
+
+def check_snapshot(db, table, subject, rows, real):
+    """A snapshot with its EOF, merged with the stream, gives the table; the
+    view says it finished (unless Postgres restarted since and forgot it).
+    One without EOF did not finish. Returns its state."""
+    st = db.query("SELECT state FROM creek.pg_stat_creek_snapshots WHERE subject = '%s'" % subject)
+    state = st[0][0] if st else "forgotten"
+    try:
+        header, snap_rows, eof = read_snapshot(db, subject)
+    except AssertionError:  # nothing published: failed before its header
+        eof = False
+    if not eof:
+        assert state != "finished", "snapshot %s finished without EOF" % subject
+        return state
+    assert state in ("finished", "forgotten"), "snapshot %s is %s but has its EOF" % (subject, state)
+    seen = visible(header)
+    start = {t: {} for t in KEYS}
+    start[table] = {tuple(r[k] for k in KEYS[table]): dict(r) for r in snap_rows}
+    merged, errors = replay(rows, start, lambda r: r.source["table"] != table or r.seq <= header["wal_seq"]
+                            or seen(r.source["tx_id"]))
+    assert not errors, (subject, errors[:10])
+    assert_same(table, merged[table], real, "snapshot %s merged with the stream" % subject)
+    return state + " (merged)"
+
+
 def test_random_transactions_under_every_fault():
     rnd = random.Random(SEED)
     with NatsServer() as nats, PgCluster(conf={"creek.nats_url": nats.url,
@@ -208,6 +265,7 @@ def test_random_transactions_under_every_fault():
             for t in KEYS:
                 db.add_table(t)
             stop = threading.Event()
+            snapshots = []
             writers = [Writer(pg.port, db.name, n, stop) for n in range(3)]
             for w in writers:
                 w.start()
@@ -218,7 +276,16 @@ def test_random_transactions_under_every_fault():
                     time.sleep(rnd.uniform(3, 5))
                     print("fault:", fault)
                     inflict(fault, pg, nats, db, rnd)
-                time.sleep(3)
+                    if rnd.random() < 0.6:
+                        snapshots.append(request_snapshot(db, rnd.choice(sorted(KEYS))))
+                # and with the writers still running, one of each table that has time to finish
+                db.wait_streaming(60)  # after a SIGKILL, Postgres is still recovering
+                last = [wait_until(lambda: request_snapshot(db, t), 30, 0.5, "snapshot of " + t)
+                        for t in sorted(KEYS)]
+                for _, subject in last:
+                    assert snapshot_state(db, subject, timeout=120)[0] == "finished"
+                snapshots += last
+                time.sleep(1)
             finally:
                 stop.set()
                 for w in writers:
@@ -236,18 +303,11 @@ def test_random_transactions_under_every_fault():
             assert_msg_ids(rows)
             state, errors = replay(rows)
             assert not errors, errors[:10]
-            for table, cols in COLS.items():
-                real = {}
-                for row in db.query("SELECT %s FROM %s" % (", ".join(cols), table)):
-                    d = dict(zip(cols, row))
-                    real[tuple(int(d[k]) for k in KEYS[table])] = d
-                got = {k: {c: None if v.get(c) is None else str(v[c]) for c in cols}
-                       for k, v in state[table].items()}
-                assert sorted(got) == sorted(real), "%s: keys missing from the stream %r, extra %r" % (
-                    table, sorted(set(real) - set(got))[:10], sorted(set(got) - set(real))[:10])
-                bad = [k for k in real if got[k] != real[k]]
-                assert not bad, "%s: %d rows differ, e.g. %r: stream %.300r, table %.300r" % (
-                    table, len(bad), bad[0], got[bad[0]], real[bad[0]])
-                print("%s: %d rows" % (table, len(real)))
+            real = {t: table_state(db, t) for t in KEYS}
+            for table in KEYS:
+                assert_same(table, state[table], real[table], "the stream")
+                print("%s: %d rows" % (table, len(real[table])))
+            ends = [(t, s, check_snapshot(db, t, s, rows, real[t])) for t, s in filter(None, snapshots)]
+            print("snapshots:", [(t, st) for t, _, st in ends])
         finally:
             db.close()
