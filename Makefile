@@ -8,7 +8,7 @@ SRCS = src/module.cpp src/settings.cpp src/shmem.cpp src/stat_views.cpp \
        src/launcher.cpp src/worker.cpp src/slot.cpp src/slot_recovery.cpp src/decoder.cpp src/partition_ddl.cpp \
        src/encoder.cpp src/schema.cpp src/table_info.cpp src/names.cpp src/type_map.cpp src/sql_api.cpp \
        src/publisher.cpp src/publisher_conn.cpp src/js_answer.cpp src/nats_msg.cpp src/spool.cpp src/fingerprint.cpp src/subjects.cpp src/json_text.cpp \
-       src/nats_config.cpp src/snapshot_queue.cpp src/snapshot_worker.cpp src/snapshot_sql.cpp
+       src/nats_config.cpp src/snapshot_queue.cpp src/snapshot_worker.cpp src/snapshot_sql.cpp src/snapshot_requests.cpp src/owner_spi.cpp
 OBJS = $(SRCS:.cpp=.o)
 
 REGRESS      = add_remove errors stat_view settings partitions

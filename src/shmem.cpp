@@ -43,6 +43,7 @@ static void creek_shmem_startup()
     if (!found) {
         memset(creek_shared, 0, creek_shmem_size());
         SpinLockInit(&creek_shared->mutex);
+        creek_shared->started_at = GetCurrentTimestamp();
         creek_shared->ndbs = creek_max_databases;
         creek_shared->ntables = creek_max_tables;
         creek_shared->tables = (CreekTableStat *) ((char *) creek_shared + creek_dbs_size());

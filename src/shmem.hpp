@@ -59,6 +59,7 @@ struct CreekSnapshot;  // snapshot_queue.hpp
 
 typedef struct CreekShared {
     slock_t mutex;
+    TimestampTz started_at;     // when this shared memory was set up (server start, crash restart)
     int launcher_pid;
     Latch *launcher_latch;
     int nrequests;

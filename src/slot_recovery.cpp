@@ -87,6 +87,13 @@ void creek_slot_recovery_request_pending()
     pending = left;
 }
 
+void creek_slot_recovery_add(Oid relid)
+{
+    MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+    pending = lappend_oid(pending, relid);
+    MemoryContextSwitchTo(old);
+}
+
 bool creek_slot_recovery_due()
 {
     return pending != NIL && TimestampDifferenceExceeds(last_try, GetCurrentTimestamp(), 1000);

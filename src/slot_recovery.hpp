@@ -21,6 +21,10 @@ void creek_drop_invalidated_slot(CreekDbEntry *entry, const char *slot_name);
 // creek.snapshot_on_slot_loss, a snapshot of each.
 void creek_slot_recovery_start(CreekDbEntry *entry, const char *slot_name, TransactionId next_xid);
 
+// Adds a table to those whose snapshot is still to request (one taken
+// because the slot was lost, that a server restart interrupted).
+void creek_slot_recovery_add(Oid relid);
+
 // Snapshots still to request (creek's snapshot entries were all busy), and
 // at least a second since the last try.
 bool creek_slot_recovery_due();

@@ -51,24 +51,30 @@ static void subject_suffix(char *out, size_t len)
              tm->tm_mday, tm->tm_hour, tm->tm_min, tm->tm_sec, ms, id);
 }
 
+// A free entry, or else the one that ended first; nullptr when every entry
+// is busy. Under creek_shared->mutex.
+static CreekSnapshot *free_entry()
+{
+    CreekSnapshot *best = nullptr;
+    for (int i = 0; i < creek_shared->nsnapshots; i++) {
+        CreekSnapshot *s = &entries()[i];
+        if (s->state == SNAP_FREE)
+            return s;
+        if ((s->state == SNAP_FINISHED || s->state == SNAP_FAILED) &&
+            (best == nullptr || s->finished_at < best->finished_at))
+            best = s;
+    }
+    return best;
+}
+
 static bool claim(Oid dboid, Oid relid, const char *schemaname, const char *relname,
                   const char *subject_prefix, const char *origin, const char *reply,
                   CreekSnapState state, char *subject_out, size_t subject_len)
 {
     char suffix[64];
     subject_suffix(suffix, sizeof suffix);
-    CreekSnapshot *best = nullptr;
     SpinLockAcquire(&creek_shared->mutex);   // serializes claims
-    for (int i = 0; i < creek_shared->nsnapshots; i++) {
-        CreekSnapshot *s = &entries()[i];
-        if (s->state == SNAP_FREE) {
-            best = s;
-            break;
-        }
-        if ((s->state == SNAP_FINISHED || s->state == SNAP_FAILED) &&
-            (best == nullptr || s->finished_at < best->finished_at))
-            best = s;
-    }
+    CreekSnapshot *best = free_entry();
     if (best != nullptr) {
         SpinLockAcquire(&best->mutex);
         best->state = state;
@@ -142,6 +148,50 @@ void creek_snapshot_xact_end(bool commit)
     }
     if (queued)
         wake_launcher();
+}
+
+int creek_snapshot_state_of(Oid dboid, const char *subject)
+{
+    int state = -1;
+    for (int i = 0; i < creek_shared->nsnapshots && state < 0; i++) {
+        CreekSnapshot *s = &entries()[i];
+        SpinLockAcquire(&s->mutex);
+        if (s->state != SNAP_FREE && s->dboid == dboid && strcmp(s->subject, subject) == 0)
+            state = s->state;
+        SpinLockRelease(&s->mutex);
+    }
+    return state;
+}
+
+void creek_snapshot_record_failed(Oid dboid, Oid relid, const char *schemaname, const char *relname,
+                                  const char *subject, const char *origin, TimestampTz requested_at,
+                                  const char *error)
+{
+    SpinLockAcquire(&creek_shared->mutex);
+    CreekSnapshot *s = free_entry();
+    if (s != nullptr) {
+        SpinLockAcquire(&s->mutex);
+        s->state = SNAP_FAILED;
+        s->generation++;
+        s->dboid = dboid;
+        s->relid = relid;
+        s->reserved_by = 0;
+        s->pid = 0;
+        s->cancel_requested = false;
+        strlcpy(s->origin, origin, sizeof s->origin);
+        namestrcpy(&s->schemaname, schemaname);
+        namestrcpy(&s->relname, relname);
+        strlcpy(s->subject, subject, sizeof s->subject);
+        s->reply[0] = '\0';
+        s->rows_sent = 0;
+        s->approx_rows = -1;
+        s->requested_at = requested_at;
+        s->started_at = 0;
+        s->finished_at = GetCurrentTimestamp();
+        strlcpy(s->error, error, sizeof s->error);
+        SpinLockRelease(&s->mutex);
+    }
+    SpinLockRelease(&creek_shared->mutex);
 }
 
 bool creek_snapshot_cancel(const char *subject)

@@ -61,6 +61,15 @@ bool creek_snapshot_enqueue_now(Oid dboid, Oid relid, const char *schemaname, co
 // Transaction end (from the XactCallback): queue or drop this backend's reservations.
 void creek_snapshot_xact_end(bool commit);
 
+// The state of the current database's snapshot with that subject, -1 when
+// no entry holds it.
+int creek_snapshot_state_of(Oid dboid, const char *subject);
+// Shows a snapshot that a server restart interrupted as failed (an entry of
+// its own, if one is free or has ended).
+void creek_snapshot_record_failed(Oid dboid, Oid relid, const char *schemaname, const char *relname,
+                                  const char *subject, const char *origin, TimestampTz requested_at,
+                                  const char *error);
+
 // Cancels a waiting or running snapshot of the current database; false when
 // there is none with that subject (or it has ended).
 bool creek_snapshot_cancel(const char *subject);

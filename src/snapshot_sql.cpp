@@ -7,6 +7,7 @@
 #include "names.hpp"
 #include "settings.hpp"
 #include "snapshot_queue.hpp"
+#include "snapshot_requests.hpp"
 #include "snapshot_sql.hpp"
 #include "subjects.hpp"
 
@@ -68,6 +69,7 @@ char *creek_request_snapshot(Oid relid, const char *origin)
                         errmsg("too many snapshots"),
                         errdetail("creek keeps %d snapshots, and none of them has ended.", CREEK_MAX_SNAPSHOTS),
                         errhint("Wait for a snapshot to end, or cancel one with creek.cancel_snapshot().")));
+    creek_snapshot_request_keep(subject, relid, origin);
     return subject;
 }
 

@@ -2,6 +2,7 @@
 #include "pg.hpp"
 
 
+#include "owner_spi.hpp"
 #include "shmem.hpp"
 #include "slot.hpp"
 #include "snapshot_sql.hpp"
@@ -166,20 +167,9 @@ static int run_one(const char *sql, Oid relid)
 // cannot be skipped with a plain INSERT.
 static int run_as_tables_owner(const char *sql, Oid relid)
 {
-    Oid tables = get_relname_relid("tables", get_namespace_oid("creek", false));
-    HeapTuple tup = SearchSysCache1(RELOID, ObjectIdGetDatum(tables));
-    if (!HeapTupleIsValid(tup))
-        elog(ERROR, "creek: cache lookup failed for relation creek.tables");
-    Oid owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-    ReleaseSysCache(tup);
-    Oid save_userid;
-    int save_sec;
-    GetUserIdAndSecContext(&save_userid, &save_sec);
-    // (an error in between aborts the transaction, which restores both)
-    SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-    int n = run_one(sql, relid);
-    SetUserIdAndSecContext(save_userid, save_sec);
-    return n;
+    Oid types[1] = {OIDOID};
+    Datum values[1] = {ObjectIdGetDatum(relid)};
+    return creek_execute_as_owner("tables", sql, 1, types, values);
 }
 
 // Runs sql with $1 = relid; the first column (an oid) of its first row, or

@@ -23,6 +23,7 @@
 #include "slot.hpp"
 #include "slot_recovery.hpp"
 #include "snapshot_queue.hpp"
+#include "snapshot_requests.hpp"
 
 extern "C" {
 PGDLLEXPORT void creek_worker_main(Datum arg);
@@ -445,6 +446,8 @@ static void serve_snapshot_requests(CreekStream *st)
         if (!ok || !creek_snapshot_enqueue_now(MyDatabaseId, relid, schema, table,
                                                prefix, "nats", reply, subject, sizeof subject))
             respond_error(st, reply, "too many snapshots: none of the snapshots creek keeps has ended");
+        else
+            creek_snapshot_request_keep(subject, relid, "nats");
     }
 }
 
@@ -468,7 +471,8 @@ static void answer_failed_snapshot_requests(CreekStream *st)
 // it for the duration of the transaction.
 static void side_transaction(CreekStream *st)
 {
-    if (st->to_store.empty() && st->snapshot_requests.empty() && !creek_slot_recovery_due())
+    if (st->to_store.empty() && st->snapshot_requests.empty() && !creek_slot_recovery_due() &&
+        !creek_snapshot_requests_due())
         return;
     bool had_flag = (MyProc->statusFlags & PROC_IN_LOGICAL_DECODING) != 0;
     if (had_flag)
@@ -481,6 +485,8 @@ static void side_transaction(CreekStream *st)
         PushActiveSnapshot(GetTransactionSnapshot());
         store_schemas(st);
         serve_snapshot_requests(st);
+        if (creek_snapshot_requests_due())
+            creek_snapshot_requests_sweep();
         if (creek_slot_recovery_due())
             creek_slot_recovery_request_pending();
         SPI_finish();

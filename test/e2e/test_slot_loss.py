@@ -51,7 +51,8 @@ def change_while_lost(db):
 def recovery_snapshots(db, n=2, timeout=60):
     """The snapshots creek took because its slot was lost: {table: subject}."""
     def all_there():
-        rows = db.query("SELECT relname, subject FROM creek.pg_stat_creek_snapshots WHERE origin = 'slot'")
+        rows = db.query("SELECT relname, subject FROM creek.pg_stat_creek_snapshots WHERE origin = 'slot' "
+                        "AND state <> 'failed'")
         return dict(rows) if len(rows) == n else None
     return wait_until(all_there, timeout, 0.2, "%d snapshots with origin 'slot'" % n)
 
@@ -94,6 +95,44 @@ def test_dropped_slot_is_created_anew_with_a_snapshot_of_each_table(pg, nats):
     assert db.query("SELECT slot_lost_at > started_at - interval '1 minute', slot_lost_lsn <= confirmed_lsn "
                     "FROM creek.pg_stat_creek WHERE datname = current_database()") == [("t", "t")]
     check_consumer_catches_up(db)
+
+
+def test_restart_before_the_snapshots_finish_takes_them_again(pg, nats):
+    """The slot's snapshots wait for NATS; Postgres restarts meanwhile (its
+    shared memory, where the snapshots wait, is gone, and the new slot is
+    there: nothing else would ask for them again). creek.snapshot_requests
+    kept them: the worker shows them failed and takes new ones."""
+    db = CreekDb(pg, nats.url, unique_db_name("slot_restart"))
+    make_tables(db)
+    nats.stop()
+    since = pg.log_offset()
+    db.sql("SELECT pg_terminate_backend(%s)" % db.stat()["pid"])
+    drop_slot(db)
+    change_while_lost(db)
+    pg.wait_log(LOST % 2, 30, since)
+    wait_until(lambda: db.query("SELECT state FROM creek.pg_stat_creek_snapshots WHERE origin = 'slot'")
+               == [("waiting",), ("waiting",)], 30, 0.2, "2 waiting snapshots")
+    old = dict(db.query("SELECT relname, subject FROM creek.pg_stat_creek_snapshots"))
+    assert db.query("SELECT subject, origin FROM creek.snapshot_requests ORDER BY subject") == \
+        sorted((s, "slot") for s in old.values())
+    since = pg.log_offset()
+    pg.restart("immediate")
+    nats.start()
+    db.reconnect_nats()
+    for table in ("t", "u"):
+        pg.wait_log(r"WARNING:  creek's snapshot %s of table public\.%s was interrupted: the server restarted "
+                    r"before the snapshot finished; creek takes a new one" % (re.escape(old[table]), table),
+                    30, since)
+    failed = wait_until(lambda: db.query(
+        "SELECT relname, subject, origin, error FROM creek.pg_stat_creek_snapshots WHERE state = 'failed' "
+        "ORDER BY relname") or None, 30, 0.2, "the interrupted snapshots in the view")
+    assert failed == [(t, old[t], "slot", "the server restarted before the snapshot finished; creek takes a new one")
+                      for t in ("t", "u")]
+    check_consumer_catches_up(db)
+    assert not set(recovery_snapshots(db).values()) & set(old.values())
+    # what ended leaves creek.snapshot_requests (the worker looks every 10 s)
+    wait_until(lambda: db.scalar("SELECT count(*) FROM creek.snapshot_requests") == "0", 30, 0.5,
+               "creek.snapshot_requests emptied")
 
 
 def test_failover_to_a_standby(pg, nats):

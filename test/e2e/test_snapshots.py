@@ -7,6 +7,7 @@ view, cancelling and failures."""
 import io
 import json
 import random
+import re
 import threading
 import time
 
@@ -355,6 +356,44 @@ def test_nats_gone_or_worker_terminated_fails_the_snapshot():
         nats.cleanup()
 
 
+def test_snapshots_interrupted_by_a_restart_are_shown_failed():
+    """Postgres restarts (immediate) while one snapshot runs and another
+    waits: their entries in shared memory are gone, but
+    creek.snapshot_requests kept them; the worker shows both failed, with a
+    WARNING each, and takes no new one (a consumer waits on their subjects)."""
+    from creek_helpers import CreekDb
+    from servers import NatsServer, PgCluster
+    with NatsServer() as nats, PgCluster(conf={"creek.nats_url": nats.url, "creek.max_snapshots": 1}) as pg:
+        db = CreekDb(pg, nats.url, "snaprestart")
+        db.sql("CREATE TABLE big (id int PRIMARY KEY, v text)")
+        db.sql("INSERT INTO big SELECT g, repeat('y', 300) FROM generate_series(1, 300000) g")
+        a = db.scalar("SELECT creek.snapshot('big')")
+        b = db.scalar("SELECT creek.snapshot('big')")
+        wait_until(lambda: db.query("SELECT state, rows_sent > 0 FROM creek.pg_stat_creek_snapshots "
+                                    "ORDER BY requested_at") == [("running", "t"), ("waiting", "f")],
+                   30, 0.05, "one snapshot sending rows, one waiting")
+        since = pg.log_offset()
+        pg.restart("immediate")
+        for s in (a, b):
+            pg.wait_log(r"WARNING:  creek's snapshot %s of table public\.big was interrupted: the server "
+                        r"restarted before the snapshot finished\n.*\n.*HINT:  Request it again with "
+                        r"creek.snapshot\(\)" % re.escape(s), 30, since)
+        rows = wait_until(lambda: db.query("SELECT subject, state, origin, error FROM creek.pg_stat_creek_snapshots "
+                                           "ORDER BY requested_at") or None, 30, 0.2, "the view")
+        assert rows == [(s, "failed", "sql", "the server restarted before the snapshot finished") for s in (a, b)]
+        assert db.scalar("SELECT count(*) FROM creek.snapshot_requests") == "0"
+        db.reconnect_nats()
+        _, sent, eof = read_snapshot(db, a)
+        assert not eof and 0 < len(sent) < 300000
+        # a new request works as before, and its row leaves the table once it ended
+        c = db.scalar("SELECT creek.snapshot('big')")
+        assert db.scalar("SELECT origin FROM creek.snapshot_requests WHERE subject = '%s'" % c) == "sql"
+        assert snapshot_state(db, c)[0] == "finished"
+        wait_until(lambda: db.scalar("SELECT count(*) FROM creek.snapshot_requests") == "0", 30, 0.5,
+                   "creek.snapshot_requests emptied")
+        db.close()
+
+
 def test_upgrade_from_0_1_0(pg, nats):
     from creek_helpers import CreekDb, unique_db_name
     name = unique_db_name("snap_upgrade")
@@ -369,7 +408,8 @@ def test_upgrade_from_0_1_0(pg, nats):
         # the 0.2.0 view over the current library: its 16 columns
         assert pg.query("SELECT messages_in_flight, stats_reset FROM creek.pg_stat_creek WHERE datname = current_database()", db=name)
         pg.psql("ALTER EXTENSION creek UPDATE", db=name)
-        assert pg.scalar("SELECT extversion FROM pg_extension WHERE extname = 'creek'", db=name) == "0.7.0"
+        assert pg.scalar("SELECT extversion FROM pg_extension WHERE extname = 'creek'", db=name) == "0.8.0"
+        assert pg.scalar("SELECT count(*) FROM creek.snapshot_requests", db=name) == "0"
         assert pg.query("SELECT spooled_transactions, spooled_bytes, slot_lost_at FROM creek.pg_stat_creek "
                         "WHERE datname = current_database()", db=name) == [("0", "0", None)]
         db = CreekDb(pg, nats.url, name, create=False)

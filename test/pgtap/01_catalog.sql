@@ -1,6 +1,6 @@
 -- creek's catalog objects: schema, tables, functions, view.
 BEGIN;
-SELECT plan(48);
+SELECT plan(52);
 
 SELECT has_extension('creek');
 SELECT has_schema('creek');
@@ -26,6 +26,10 @@ SELECT is((SELECT relacl FROM pg_class WHERE oid = 'creek.partition_rows'::regcl
           ARRAY[format('%s=arwdDxt/%s', current_user, current_user)]::aclitem[],
           'only the extension owner may write creek.partition_rows');
 
+SELECT has_table('creek', 'snapshot_requests', 'creek.snapshot_requests exists');
+SELECT columns_are('creek', 'snapshot_requests', ARRAY['subject', 'relid', 'origin', 'requested_at']);
+SELECT col_is_pk('creek', 'snapshot_requests', 'subject', 'creek.snapshot_requests is keyed by subject');
+
 SELECT has_view('creek', 'pg_stat_creek', 'creek.pg_stat_creek exists');
 SELECT columns_are('creek', 'pg_stat_creek', ARRAY[
     'datid', 'datname', 'pid', 'state', 'nats_state', 'slot_name', 'last_decoded_lsn',
@@ -50,8 +54,8 @@ SELECT has_view('creek', 'pg_stat_creek_snapshots', 'creek.pg_stat_creek_snapsho
 SELECT columns_are('creek', 'pg_stat_creek_snapshots', ARRAY[
     'datid', 'datname', 'subject', 'relid', 'schemaname', 'relname', 'state', 'origin',
     'rows_sent', 'approx_rows', 'requested_at', 'started_at', 'finished_at', 'error']);
-SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'creek'), '0.7.0',
-          'a new install is version 0.7.0 (0.1.0 and the upgrade scripts)');
+SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'creek'), '0.8.0',
+          'a new install is version 0.8.0 (0.1.0 and the upgrade scripts)');
 SELECT is((SELECT count(*) FROM pg_extension_update_paths('creek') WHERE source = '0.1.0' AND target = '0.2.0'
            AND path IS NOT NULL), 1::bigint, '0.1.0 upgrades to 0.2.0');
 SELECT is((SELECT count(*) FROM pg_extension_update_paths('creek') WHERE source = '0.2.0' AND target = '0.3.0'
@@ -64,6 +68,8 @@ SELECT is((SELECT count(*) FROM pg_extension_update_paths('creek') WHERE source 
            AND path IS NOT NULL), 1::bigint, '0.5.0 upgrades to 0.6.0');
 SELECT is((SELECT count(*) FROM pg_extension_update_paths('creek') WHERE source = '0.6.0' AND target = '0.7.0'
            AND path IS NOT NULL), 1::bigint, '0.6.0 upgrades to 0.7.0');
+SELECT is((SELECT count(*) FROM pg_extension_update_paths('creek') WHERE source = '0.7.0' AND target = '0.8.0'
+           AND path IS NOT NULL), 1::bigint, '0.7.0 upgrades to 0.8.0');
 SELECT has_function('creek', 'remove_table', ARRAY['regclass']);
 SELECT function_returns('creek', 'remove_table', ARRAY['regclass'], 'void');
 SELECT is_strict('creek', 'remove_table', ARRAY['regclass']);

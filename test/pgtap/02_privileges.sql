@@ -2,7 +2,7 @@
 -- (creek_admin only for tables it can read); pg_monitor reads the view;
 -- PUBLIC gets nothing.
 BEGIN;
-SELECT plan(48);
+SELECT plan(52);
 
 CREATE ROLE creek_tap_plain NOLOGIN;
 CREATE ROLE creek_tap_monitor NOLOGIN IN ROLE pg_monitor;
@@ -103,6 +103,8 @@ RESET ROLE;
 SET ROLE creek_tap_admin;
 SELECT matches(creek.snapshot('public.tap_t'), '^CREEK\.creek_tap\.snap\.public\.tap_t\.[0-9]{14}_[0-9]{3}_[a-z0-9]{4}$',
                'a creek_admin member takes a snapshot of a table it can read');
+SELECT is((SELECT origin FROM creek.snapshot_requests WHERE relid = 'public.tap_t'::regclass), 'sql',
+          'the request is kept in creek.snapshot_requests, which creek_admin members read');
 SELECT throws_ok($$SELECT creek.snapshot('public.tap_secret')$$, '42501',
                  'permission denied to take a snapshot of table "public.tap_secret"',
                  'a creek_admin member cannot take a snapshot of a table it cannot read');
@@ -120,7 +122,13 @@ SELECT table_privs_are('creek', 'partition_rows', 'creek_admin', ARRAY[]::text[]
 SET ROLE creek_tap_admin;
 SELECT throws_ok($$INSERT INTO creek.partition_rows VALUES ('public.tap_t'::regclass, 'd', '')$$, '42501', NULL,
                  'a creek_admin member cannot make creek publish a row removal');
+SELECT throws_ok($$DELETE FROM creek.snapshot_requests$$, '42501', NULL,
+                 'a creek_admin member cannot make creek forget a snapshot request');
 RESET ROLE;
+SELECT table_privs_are('creek', 'snapshot_requests', 'public', ARRAY[]::text[],
+                       'PUBLIC cannot read or write creek.snapshot_requests');
+SELECT table_privs_are('creek', 'snapshot_requests', 'creek_admin', ARRAY['SELECT'],
+                       'creek_admin reads creek.snapshot_requests');
 SET ROLE creek_tap_plain;
 CREATE TABLE public.tap_p (id int PRIMARY KEY) PARTITION BY RANGE (id);
 CREATE TABLE public.tap_p1 PARTITION OF public.tap_p FOR VALUES FROM (0) TO (10);

@@ -1,0 +1,16 @@
+-- creek 0.7.0 -> 0.8.0: creek.snapshot_requests keeps each requested
+-- snapshot until it ends, so that a server restart (which empties shared
+-- memory, where the queue of snapshots lives) does not forget one silently:
+-- the streaming worker shows it as failed and, for a snapshot taken because
+-- the replication slot was lost, requests it again. Written with its
+-- owner's rights by creek.snapshot() and the worker; emptied by the worker.
+\echo Use "ALTER EXTENSION creek UPDATE TO '0.8.0'" to load this file. \quit
+
+CREATE TABLE creek.snapshot_requests (
+    subject text PRIMARY KEY,     -- NS.DB.snap.SCHEMA.TABLE.<time>_<id>
+    relid oid NOT NULL,           -- the table
+    origin text NOT NULL,         -- 'sql', 'nats' or 'slot'
+    requested_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+REVOKE ALL ON creek.snapshot_requests FROM PUBLIC;
+GRANT SELECT ON creek.snapshot_requests TO creek_admin;

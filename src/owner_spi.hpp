@@ -1,0 +1,11 @@
+// owner_spi.hpp: SQL on one of creek's own tables, run with the rights of
+// the table's owner (the extension's, a superuser). Roles that may call a
+// creek function but not write its tables (creek_admin) go through checks
+// in C first; a plain INSERT of theirs is refused.
+#pragma once
+
+#include "pg.hpp"
+
+// Runs sql (SPI, its own connection) as the owner of creek.<table>; returns
+// the number of rows processed. Errors when the statement fails.
+int creek_execute_as_owner(const char *table, const char *sql, int nargs, Oid *types, Datum *values);

@@ -1,0 +1,88 @@
+// snapshot_requests.cpp: snapshot requests kept in creek.snapshot_requests
+// (see snapshot_requests.hpp).
+//
+// Rule of pg.hpp: no object with a destructor lives in these frames.
+#include "snapshot_requests.hpp"
+
+#include "owner_spi.hpp"
+#include "shmem.hpp"
+#include "slot_recovery.hpp"
+#include "snapshot_queue.hpp"
+
+static TimestampTz last_sweep = 0;
+
+static Oid requests_table()
+{
+    Oid nsp = get_namespace_oid("creek", true);
+    return OidIsValid(nsp) ? get_relname_relid("snapshot_requests", nsp) : InvalidOid;
+}
+
+void creek_snapshot_request_keep(const char *subject, Oid relid, const char *origin)
+{
+    Oid table = requests_table();
+    if (!OidIsValid(table))
+        return;
+    Oid types[3] = {TEXTOID, OIDOID, TEXTOID};
+    Datum values[3] = {CStringGetTextDatum(subject), ObjectIdGetDatum(relid), CStringGetTextDatum(origin)};
+    creek_execute_as_owner("snapshot_requests",
+                           "INSERT INTO creek.snapshot_requests (subject, relid, origin) VALUES ($1, $2, $3)", 3,
+                           types, values);
+}
+
+bool creek_snapshot_requests_due()
+{
+    return TimestampDifferenceExceeds(last_sweep, GetCurrentTimestamp(), 10000);
+}
+
+// A request whose snapshot shared memory does not know, made before shared
+// memory was set up: the server restarted (or crashed) before it finished.
+static void interrupted(const char *subject, Oid relid, const char *origin, TimestampTz requested_at)
+{
+    char *relname = get_rel_name(relid);
+    char *nspname = relname ? get_namespace_name(get_rel_namespace(relid)) : nullptr;
+    if (relname == nullptr || nspname == nullptr)
+        return;   // dropped since: nothing to take
+    bool again = strcmp(origin, "slot") == 0;
+    char *error = psprintf("the server restarted before the snapshot finished%s",
+                           again ? "; creek takes a new one" : "");
+    ereport(WARNING,
+            (errmsg("creek's snapshot %s of table %s was interrupted: %s", subject,
+                    quote_qualified_identifier(nspname, relname), error),
+             errdetail("A snapshot that does not finish never gets its EOF; consumers discard what they read of it."),
+             again ? 0 : errhint("Request it again with creek.snapshot().")));
+    creek_snapshot_record_failed(MyDatabaseId, relid, nspname, relname, subject, origin, requested_at, error);
+    if (again)
+        creek_slot_recovery_add(relid);
+}
+
+void creek_snapshot_requests_sweep()
+{
+    last_sweep = GetCurrentTimestamp();
+    if (!OidIsValid(requests_table()))
+        return;
+    int rc = SPI_execute("SELECT subject, relid, origin, requested_at FROM creek.snapshot_requests "
+                         "ORDER BY requested_at", true, 0);
+    if (rc != SPI_OK_SELECT)
+        elog(ERROR, "creek could not read creek.snapshot_requests: %s", SPI_result_code_string(rc));
+    SPITupleTable *tt = SPI_tuptable;
+    uint64 n = SPI_processed;
+    for (uint64 i = 0; i < n; i++) {
+        bool isnull;
+        char *subject = SPI_getvalue(tt->vals[i], tt->tupdesc, 1);
+        Oid relid = DatumGetObjectId(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
+        char *origin = SPI_getvalue(tt->vals[i], tt->tupdesc, 3);
+        TimestampTz requested_at = DatumGetTimestampTz(SPI_getbinval(tt->vals[i], tt->tupdesc, 4, &isnull));
+        int state = creek_snapshot_state_of(MyDatabaseId, subject);
+        if (state == SNAP_WAITING || state == SNAP_STARTING || state == SNAP_RUNNING || state == SNAP_RESERVED)
+            continue;   // still on its way
+        // not known: ended and its entry reused since, or forgotten by a restart
+        if (state < 0 && requested_at < creek_shared->started_at)
+            interrupted(subject, relid, origin, requested_at);
+        Oid types[1] = {TEXTOID};
+        Datum values[1] = {CStringGetTextDatum(subject)};
+        rc = SPI_execute_with_args("DELETE FROM creek.snapshot_requests WHERE subject = $1", 1, types, values,
+                                   nullptr, false, 0);
+        if (rc != SPI_OK_DELETE)
+            elog(ERROR, "creek could not delete from creek.snapshot_requests: %s", SPI_result_code_string(rc));
+    }
+}
