@@ -29,6 +29,20 @@ void creek_snapshot_request_keep(const char *subject, Oid relid, const char *ori
                            types, values);
 }
 
+void creek_snapshot_request_done(const char *subject)
+{
+    StartTransactionCommand();
+    PushActiveSnapshot(GetTransactionSnapshot());
+    if (OidIsValid(requests_table())) {
+        Oid types[1] = {TEXTOID};
+        Datum values[1] = {CStringGetTextDatum(subject)};
+        creek_execute_as_owner("snapshot_requests", "DELETE FROM creek.snapshot_requests WHERE subject = $1", 1,
+                               types, values);
+    }
+    PopActiveSnapshot();
+    CommitTransactionCommand();
+}
+
 bool creek_snapshot_requests_due()
 {
     return TimestampDifferenceExceeds(last_sweep, GetCurrentTimestamp(), 10000);

@@ -13,6 +13,10 @@
 // extension was not updated to 0.8.0 yet).
 void creek_snapshot_request_keep(const char *subject, Oid relid, const char *origin);
 
+// Snapshot worker, once its snapshot finished (outside a transaction):
+// deletes its row, so that a restart right after cannot show it failed.
+void creek_snapshot_request_done(const char *subject);
+
 // Streaming worker: the first time after it started, then every 10 seconds.
 bool creek_snapshot_requests_due();
 // Inside the worker's transaction, SPI connected: deletes the rows of

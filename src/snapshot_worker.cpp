@@ -33,6 +33,7 @@
 #include "publisher.hpp"
 #include "settings.hpp"
 #include "snapshot_queue.hpp"
+#include "snapshot_requests.hpp"
 #include "subjects.hpp"
 #include "table_info.hpp"
 
@@ -392,6 +393,7 @@ static void run_snapshot(Oid relid, const char *db_name, const char *reply)
     snap->finished_at = GetCurrentTimestamp();
     SpinLockRelease(&snap->mutex);
     ereport(LOG, (errmsg("creek snapshot %s finished: %lld rows", subject, (long long) rows)));
+    creek_snapshot_request_done(subject);
 }
 
 void creek_snapshot_main(Datum arg)
