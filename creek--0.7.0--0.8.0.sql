@@ -4,10 +4,12 @@
 -- the streaming worker shows it as failed and, for a snapshot taken because
 -- the replication slot was lost, requests it again. Written with its
 -- owner's rights by creek.snapshot() and the worker; emptied by the worker.
+-- A row without subject is a snapshot the worker must still request after
+-- losing its slot (every snapshot entry was busy).
 \echo Use "ALTER EXTENSION creek UPDATE TO '0.8.0'" to load this file. \quit
 
 CREATE TABLE creek.snapshot_requests (
-    subject text PRIMARY KEY,     -- NS.DB.snap.SCHEMA.TABLE.<time>_<id>
+    subject text UNIQUE,          -- NS.DB.snap.SCHEMA.TABLE.<time>_<id>; NULL: not requested yet
     relid oid NOT NULL,           -- the table
     origin text NOT NULL,         -- 'sql', 'nats' or 'slot'
     requested_at timestamptz NOT NULL DEFAULT pg_catalog.now()

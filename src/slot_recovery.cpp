@@ -5,6 +5,7 @@
 
 #include "settings.hpp"
 #include "slot.hpp"
+#include "snapshot_requests.hpp"
 #include "snapshot_sql.hpp"
 
 // Published tables still waiting for their snapshot request (TopMemoryContext).
@@ -67,6 +68,9 @@ static bool request_one(Oid relid)
         FreeErrorData(edata);
     }
     PG_END_TRY();
+    // requested, or given up (the WARNING above): no longer kept for a later worker
+    if (done)
+        creek_snapshot_request_no_longer_pending(relid);
     return done;
 }
 
@@ -89,6 +93,8 @@ void creek_slot_recovery_request_pending()
 
 void creek_slot_recovery_add(Oid relid)
 {
+    if (list_member_oid(pending, relid))
+        return;
     MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
     pending = lappend_oid(pending, relid);
     MemoryContextSwitchTo(old);
@@ -148,6 +154,9 @@ void creek_slot_recovery_start(CreekDbEntry *entry, const char *slot_name, Trans
         entry->slot_lost_lsn = start;
         SpinLockRelease(&entry->mutex);
         if (creek_snapshot_on_slot_loss) {
+            ListCell *lc;
+            foreach (lc, lost)
+                creek_snapshot_request_pending(lfirst_oid(lc));
             pending = lost;
             creek_slot_recovery_request_pending();
         } else {

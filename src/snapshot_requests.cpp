@@ -19,8 +19,8 @@ static Oid requests_table()
 
 void creek_snapshot_request_keep(const char *subject, Oid relid, const char *origin)
 {
-    Oid table = requests_table();
-    if (!OidIsValid(table))
+    // (a read-only transaction may request a snapshot: it is not kept then)
+    if (XactReadOnly || !OidIsValid(requests_table()))
         return;
     Oid types[3] = {TEXTOID, OIDOID, TEXTOID};
     Datum values[3] = {CStringGetTextDatum(subject), ObjectIdGetDatum(relid), CStringGetTextDatum(origin)};
@@ -41,6 +41,28 @@ void creek_snapshot_request_done(const char *subject)
     }
     PopActiveSnapshot();
     CommitTransactionCommand();
+}
+
+void creek_snapshot_request_pending(Oid relid)
+{
+    if (!OidIsValid(requests_table()))
+        return;
+    Oid types[1] = {OIDOID};
+    Datum values[1] = {ObjectIdGetDatum(relid)};
+    creek_execute_as_owner("snapshot_requests",
+                           "INSERT INTO creek.snapshot_requests (relid, origin) VALUES ($1, 'slot')", 1, types,
+                           values);
+}
+
+void creek_snapshot_request_no_longer_pending(Oid relid)
+{
+    if (!OidIsValid(requests_table()))
+        return;
+    Oid types[1] = {OIDOID};
+    Datum values[1] = {ObjectIdGetDatum(relid)};
+    creek_execute_as_owner("snapshot_requests",
+                           "DELETE FROM creek.snapshot_requests WHERE relid = $1 AND subject IS NULL", 1, types,
+                           values);
 }
 
 bool creek_snapshot_requests_due()
@@ -65,17 +87,38 @@ static void interrupted(const char *subject, Oid relid, const char *origin, Time
              errdetail("A snapshot that does not finish never gets its EOF; consumers discard what they read of it."),
              again ? 0 : errhint("Request it again with creek.snapshot().")));
     creek_snapshot_record_failed(MyDatabaseId, relid, nspname, relname, subject, origin, requested_at, error);
-    if (again)
+    if (again) {
+        creek_snapshot_request_pending(relid);
         creek_slot_recovery_add(relid);
+    }
+}
+
+// The first sweep of this worker: the snapshots that an earlier worker still
+// had to request after losing its slot.
+static void load_pending()
+{
+    int rc = SPI_execute("SELECT relid FROM creek.snapshot_requests WHERE subject IS NULL ORDER BY requested_at",
+                         true, 0);
+    if (rc != SPI_OK_SELECT)
+        elog(ERROR, "creek could not read creek.snapshot_requests: %s", SPI_result_code_string(rc));
+    for (uint64 i = 0; i < SPI_processed; i++) {
+        bool isnull;
+        Datum d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+        if (!isnull)
+            creek_slot_recovery_add(DatumGetObjectId(d));
+    }
 }
 
 void creek_snapshot_requests_sweep()
 {
+    bool first = last_sweep == 0;
     last_sweep = GetCurrentTimestamp();
     if (!OidIsValid(requests_table()))
         return;
+    if (first)
+        load_pending();
     int rc = SPI_execute("SELECT subject, relid, origin, requested_at FROM creek.snapshot_requests "
-                         "ORDER BY requested_at", true, 0);
+                         "WHERE subject IS NOT NULL ORDER BY requested_at", true, 0);
     if (rc != SPI_OK_SELECT)
         elog(ERROR, "creek could not read creek.snapshot_requests: %s", SPI_result_code_string(rc));
     SPITupleTable *tt = SPI_tuptable;

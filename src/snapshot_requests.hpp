@@ -13,6 +13,12 @@
 // extension was not updated to 0.8.0 yet).
 void creek_snapshot_request_keep(const char *subject, Oid relid, const char *origin);
 
+// A snapshot of relid that the worker must still request after losing its
+// slot (origin "slot", no subject yet), kept in the caller's transaction;
+// and its row deleted once it was requested.
+void creek_snapshot_request_pending(Oid relid);
+void creek_snapshot_request_no_longer_pending(Oid relid);
+
 // Snapshot worker, once its snapshot finished (outside a transaction):
 // deletes its row, so that a restart right after cannot show it failed.
 void creek_snapshot_request_done(const char *subject);

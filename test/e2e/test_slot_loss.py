@@ -251,7 +251,8 @@ def test_pg_dump_and_restore_keep_the_published_tables(pg, nats):
 
 def test_more_tables_than_snapshot_entries(pg, nats):
     """creek keeps 64 snapshot entries: past them, the snapshots of a lost
-    slot are requested as entries free up, until every table has one."""
+    slot are requested as entries free up, until every table has one, also
+    when the worker restarts before (creek.snapshot_requests keeps them)."""
     n = 70
     db = CreekDb(pg, nats.url, unique_db_name("slot_many"))
     db.sql("".join("CREATE TABLE m%d (id int PRIMARY KEY); INSERT INTO m%d VALUES (%d);" % (i, i, i)
@@ -259,10 +260,17 @@ def test_more_tables_than_snapshot_entries(pg, nats):
     for i in range(n):
         db.add_table("m%d" % i)
     db.wait_caught_up()
+    nats.stop()   # the first 64 snapshots wait for NATS; 6 wait for an entry
     since = pg.log_offset()
     db.sql("SELECT pg_terminate_backend(%s)" % db.stat()["pid"])
     drop_slot(db)
     pg.wait_log(LOST % n, 30, since)
+    wait_until(lambda: db.query("SELECT count(*) FILTER (WHERE subject IS NULL), count(subject) "
+                                "FROM creek.snapshot_requests") == [("6", "64")], 30, 0.2,
+               "64 snapshot requests and 6 to make")
+    db.sql("SELECT pg_terminate_backend(%s)" % db.stat()["pid"])
+    nats.start()
+    db.reconnect_nats()
 
     def requested():
         return len(re.findall(r"creek requested snapshot \S+ of table m\d+ after its slot was lost", pg.log(since)))
@@ -272,3 +280,6 @@ def test_more_tables_than_snapshot_entries(pg, nats):
         subjects = set(m.subject for m in read_stream(db.client, db.snap_stream) if m.data == b"EOF")
         return len(subjects) == n
     wait_until(ended, 180, 1, "%d snapshots ended with EOF" % n)
+    assert requested() == n
+    wait_until(lambda: db.scalar("SELECT count(*) FROM creek.snapshot_requests") == "0", 30, 0.5,
+               "creek.snapshot_requests emptied")

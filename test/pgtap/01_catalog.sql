@@ -28,7 +28,7 @@ SELECT is((SELECT relacl FROM pg_class WHERE oid = 'creek.partition_rows'::regcl
 
 SELECT has_table('creek', 'snapshot_requests', 'creek.snapshot_requests exists');
 SELECT columns_are('creek', 'snapshot_requests', ARRAY['subject', 'relid', 'origin', 'requested_at']);
-SELECT col_is_pk('creek', 'snapshot_requests', 'subject', 'creek.snapshot_requests is keyed by subject');
+SELECT col_is_unique('creek', 'snapshot_requests', 'subject', 'a snapshot request is kept once');
 
 SELECT has_view('creek', 'pg_stat_creek', 'creek.pg_stat_creek exists');
 SELECT columns_are('creek', 'pg_stat_creek', ARRAY[
