@@ -309,5 +309,8 @@ def test_random_transactions_under_every_fault():
                 print("%s: %d rows" % (table, len(real[table])))
             ends = [(t, s, check_snapshot(db, t, s, rows, real[t])) for t, s in filter(None, snapshots)]
             print("snapshots:", [(t, st) for t, _, st in ends])
+            # every request ended, one way or the other: none is kept any more
+            wait_until(lambda: db.scalar("SELECT count(*) FROM creek.snapshot_requests") == "0", 30, 0.5,
+                       "creek.snapshot_requests emptied")
         finally:
             db.close()
