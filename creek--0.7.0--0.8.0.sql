@@ -1,4 +1,5 @@
--- creek 0.7.0 -> 0.8.0: creek.snapshot_requests keeps each requested
+-- creek 0.7.0 -> 0.8.0: what shared memory forgets at a server restart is
+-- kept in tables. creek.snapshot_requests keeps each requested
 -- snapshot until it ends, so that a server restart (which empties shared
 -- memory, where the queue of snapshots lives) does not forget one silently:
 -- the streaming worker shows it as failed and, for a snapshot taken because
@@ -16,3 +17,15 @@ CREATE TABLE creek.snapshot_requests (
 );
 REVOKE ALL ON creek.snapshot_requests FROM PUBLIC;
 GRANT SELECT ON creek.snapshot_requests TO creek_admin;
+
+-- creek.slot_losses: each time the worker created its replication slot anew
+-- while tables were published (the changes committed before it were not
+-- published as changes). The latest one is what pg_stat_creek shows as
+-- slot_lost_at and slot_lost_lsn, also after a server restart.
+CREATE TABLE creek.slot_losses (
+    lost_at timestamptz NOT NULL,   -- when the new slot was created
+    slot_lsn pg_lsn NOT NULL,       -- where it starts
+    tables integer NOT NULL         -- how many tables were published then
+);
+REVOKE ALL ON creek.slot_losses FROM PUBLIC;
+GRANT SELECT ON creek.slot_losses TO creek_admin;

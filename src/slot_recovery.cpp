@@ -105,6 +105,55 @@ bool creek_slot_recovery_due()
     return pending != NIL && TimestampDifferenceExceeds(last_try, GetCurrentTimestamp(), 1000);
 }
 
+static bool have_losses_table()
+{
+    Oid nsp = get_namespace_oid("creek", true);
+    return OidIsValid(nsp) && OidIsValid(get_relname_relid("slot_losses", nsp));
+}
+
+// In creek.slot_losses (0.8.0), inside the caller's transaction.
+static void record_loss(TimestampTz at, XLogRecPtr start, int tables)
+{
+    if (!have_losses_table())
+        return;
+    Oid types[3] = {TIMESTAMPTZOID, PG_LSNOID, INT4OID};
+    Datum values[3] = {TimestampTzGetDatum(at), LSNGetDatum(start), Int32GetDatum(tables)};
+    int rc = SPI_execute_with_args("INSERT INTO creek.slot_losses (lost_at, slot_lsn, tables) VALUES ($1, $2, $3)",
+                                   3, types, values, nullptr, false, 0);
+    if (rc != SPI_OK_INSERT)
+        elog(ERROR, "creek could not record the slot loss: %s", SPI_result_code_string(rc));
+}
+
+void creek_slot_recovery_show_last(CreekDbEntry *entry)
+{
+    MemoryContext cxt = CurrentMemoryContext;
+    ResourceOwner owner = CurrentResourceOwner;
+    StartTransactionCommand();
+    if (have_losses_table()) {
+        SPI_connect();
+        PushActiveSnapshot(GetTransactionSnapshot());
+        int rc = SPI_execute("SELECT lost_at, slot_lsn FROM creek.slot_losses ORDER BY lost_at DESC LIMIT 1", true, 1);
+        if (rc != SPI_OK_SELECT)
+            elog(ERROR, "creek could not read creek.slot_losses: %s", SPI_result_code_string(rc));
+        if (SPI_processed == 1) {
+            bool null1, null2;
+            TimestampTz at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &null1));
+            XLogRecPtr lsn = DatumGetLSN(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &null2));
+            SpinLockAcquire(&entry->mutex);
+            if (entry->slot_lost_at < at) {
+                entry->slot_lost_at = at;
+                entry->slot_lost_lsn = lsn;
+            }
+            SpinLockRelease(&entry->mutex);
+        }
+        SPI_finish();
+        PopActiveSnapshot();
+    }
+    CommitTransactionCommand();
+    MemoryContextSwitchTo(cxt);
+    CurrentResourceOwner = owner;
+}
+
 void creek_slot_recovery_start(CreekDbEntry *entry, const char *slot_name, TransactionId next_xid)
 {
     MemoryContext cxt = CurrentMemoryContext;
@@ -149,6 +198,7 @@ void creek_slot_recovery_start(CreekDbEntry *entry, const char *slot_name, Trans
         creek_set_error(entry, msg);
         pfree(msg);
         TimestampTz now = GetCurrentTimestamp();
+        record_loss(now, start, n);
         SpinLockAcquire(&entry->mutex);
         entry->slot_lost_at = now;
         entry->slot_lost_lsn = start;

@@ -25,6 +25,10 @@ void creek_slot_recovery_start(CreekDbEntry *entry, const char *slot_name, Trans
 // because the slot was lost, that a server restart interrupted).
 void creek_slot_recovery_add(Oid relid);
 
+// At the worker's start, outside a transaction: the latest loss recorded in
+// creek.slot_losses, for the view (shared memory forgets it at a restart).
+void creek_slot_recovery_show_last(CreekDbEntry *entry);
+
 // Snapshots still to request (creek's snapshot entries were all busy), and
 // at least a second since the last try.
 bool creek_slot_recovery_due();

@@ -805,6 +805,7 @@ void creek_worker_main(Datum arg)
                 wait_seconds(10000);
         }
         trust_own_output_plugin();
+        creek_slot_recovery_show_last(entry);
         creek_drop_invalidated_slot(entry, slot_name);
         if (!creek_slot_ready(slot_name)) {
             creek_set_state(entry, "creating slot");

@@ -113,6 +113,9 @@ def test_restart_before_the_snapshots_finish_takes_them_again(pg, nats):
     wait_until(lambda: db.query("SELECT state FROM creek.pg_stat_creek_snapshots WHERE origin = 'slot'")
                == [("waiting",), ("waiting",)], 30, 0.2, "2 waiting snapshots")
     old = dict(db.query("SELECT relname, subject FROM creek.pg_stat_creek_snapshots"))
+    lost = db.query("SELECT slot_lost_at, slot_lost_lsn FROM creek.pg_stat_creek")
+    assert lost[0][0] is not None
+    assert db.query("SELECT lost_at, slot_lsn, tables FROM creek.slot_losses") == [lost[0] + ("2",)]
     assert db.query("SELECT subject, origin FROM creek.snapshot_requests ORDER BY subject") == \
         sorted((s, "slot") for s in old.values())
     since = pg.log_offset()
@@ -130,6 +133,8 @@ def test_restart_before_the_snapshots_finish_takes_them_again(pg, nats):
                       for t in ("t", "u")]
     check_consumer_catches_up(db)
     assert not set(recovery_snapshots(db).values()) & set(old.values())
+    # the view still shows the loss (kept in creek.slot_losses)
+    assert db.query("SELECT slot_lost_at, slot_lost_lsn FROM creek.pg_stat_creek") == lost
     # what ended leaves creek.snapshot_requests (the worker looks every 10 s)
     wait_until(lambda: db.scalar("SELECT count(*) FROM creek.snapshot_requests") == "0", 30, 0.5,
                "creek.snapshot_requests emptied")

@@ -1,6 +1,6 @@
 -- creek's catalog objects: schema, tables, functions, view.
 BEGIN;
-SELECT plan(52);
+SELECT plan(54);
 
 SELECT has_extension('creek');
 SELECT has_schema('creek');
@@ -29,6 +29,8 @@ SELECT is((SELECT relacl FROM pg_class WHERE oid = 'creek.partition_rows'::regcl
 SELECT has_table('creek', 'snapshot_requests', 'creek.snapshot_requests exists');
 SELECT columns_are('creek', 'snapshot_requests', ARRAY['subject', 'relid', 'origin', 'requested_at']);
 SELECT col_is_unique('creek', 'snapshot_requests', 'subject', 'a snapshot request is kept once');
+SELECT has_table('creek', 'slot_losses', 'creek.slot_losses exists');
+SELECT columns_are('creek', 'slot_losses', ARRAY['lost_at', 'slot_lsn', 'tables']);
 
 SELECT has_view('creek', 'pg_stat_creek', 'creek.pg_stat_creek exists');
 SELECT columns_are('creek', 'pg_stat_creek', ARRAY[

@@ -2,7 +2,7 @@
 -- (creek_admin only for tables it can read); pg_monitor reads the view;
 -- PUBLIC gets nothing.
 BEGIN;
-SELECT plan(52);
+SELECT plan(54);
 
 CREATE ROLE creek_tap_plain NOLOGIN;
 CREATE ROLE creek_tap_monitor NOLOGIN IN ROLE pg_monitor;
@@ -129,6 +129,10 @@ SELECT table_privs_are('creek', 'snapshot_requests', 'public', ARRAY[]::text[],
                        'PUBLIC cannot read or write creek.snapshot_requests');
 SELECT table_privs_are('creek', 'snapshot_requests', 'creek_admin', ARRAY['SELECT'],
                        'creek_admin reads creek.snapshot_requests');
+SELECT table_privs_are('creek', 'slot_losses', 'public', ARRAY[]::text[],
+                       'PUBLIC cannot read or write creek.slot_losses');
+SELECT table_privs_are('creek', 'slot_losses', 'creek_admin', ARRAY['SELECT'],
+                       'creek_admin reads creek.slot_losses');
 SET ROLE creek_tap_plain;
 CREATE TABLE public.tap_p (id int PRIMARY KEY) PARTITION BY RANGE (id);
 CREATE TABLE public.tap_p1 PARTITION OF public.tap_p FOR VALUES FROM (0) TO (10);
