@@ -2,9 +2,15 @@
 // owner_spi.hpp).
 #include "owner_spi.hpp"
 
+Oid creek_own_table(const char *table)
+{
+    Oid nsp = get_namespace_oid("creek", true);
+    return OidIsValid(nsp) ? get_relname_relid(table, nsp) : InvalidOid;
+}
+
 int creek_execute_as_owner(const char *table, const char *sql, int nargs, Oid *types, Datum *values)
 {
-    Oid relid = get_relname_relid(table, get_namespace_oid("creek", false));
+    Oid relid = creek_own_table(table);
     HeapTuple tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
     if (!HeapTupleIsValid(tup))
         elog(ERROR, "creek: cache lookup failed for relation creek.%s", table);

@@ -6,6 +6,10 @@
 
 #include "pg.hpp"
 
+// The oid of creek.<table>; InvalidOid when it does not exist (a table that
+// a later version of the SQL objects adds, before ALTER EXTENSION UPDATE).
+Oid creek_own_table(const char *table);
+
 // Runs sql (SPI, its own connection) as the owner of creek.<table>; returns
 // the number of rows processed. Errors when the statement fails.
 int creek_execute_as_owner(const char *table, const char *sql, int nargs, Oid *types, Datum *values);

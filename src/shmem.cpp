@@ -44,6 +44,7 @@ static void creek_shmem_startup()
         memset(creek_shared, 0, creek_shmem_size());
         SpinLockInit(&creek_shared->mutex);
         creek_shared->started_at = GetCurrentTimestamp();
+        pg_atomic_init_u32(&creek_shared->snapshots_failed, 0);
         creek_shared->ndbs = creek_max_databases;
         creek_shared->ntables = creek_max_tables;
         creek_shared->tables = (CreekTableStat *) ((char *) creek_shared + creek_dbs_size());

@@ -60,6 +60,7 @@ struct CreekSnapshot;  // snapshot_queue.hpp
 typedef struct CreekShared {
     slock_t mutex;
     TimestampTz started_at;     // when this shared memory was set up (server start, crash restart)
+    pg_atomic_uint32 snapshots_failed;  // snapshots that failed (cancelled too) since then
     int launcher_pid;
     Latch *launcher_latch;
     int nrequests;

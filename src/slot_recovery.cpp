@@ -3,6 +3,7 @@
 // Rule of pg.hpp: no object with a destructor lives in these frames.
 #include "slot_recovery.hpp"
 
+#include "owner_spi.hpp"
 #include "settings.hpp"
 #include "slot.hpp"
 #include "snapshot_requests.hpp"
@@ -105,16 +106,10 @@ bool creek_slot_recovery_due()
     return pending != NIL && TimestampDifferenceExceeds(last_try, GetCurrentTimestamp(), 1000);
 }
 
-static bool have_losses_table()
-{
-    Oid nsp = get_namespace_oid("creek", true);
-    return OidIsValid(nsp) && OidIsValid(get_relname_relid("slot_losses", nsp));
-}
-
 // In creek.slot_losses (0.8.0), inside the caller's transaction.
 static void record_loss(TimestampTz at, XLogRecPtr start, int tables)
 {
-    if (!have_losses_table())
+    if (!OidIsValid(creek_own_table("slot_losses")))
         return;
     Oid types[3] = {TIMESTAMPTZOID, PG_LSNOID, INT4OID};
     Datum values[3] = {TimestampTzGetDatum(at), LSNGetDatum(start), Int32GetDatum(tables)};
@@ -129,7 +124,7 @@ void creek_slot_recovery_show_last(CreekDbEntry *entry)
     MemoryContext cxt = CurrentMemoryContext;
     ResourceOwner owner = CurrentResourceOwner;
     StartTransactionCommand();
-    if (have_losses_table()) {
+    if (OidIsValid(creek_own_table("slot_losses"))) {
         SPI_connect();
         PushActiveSnapshot(GetTransactionSnapshot());
         int rc = SPI_execute("SELECT lost_at, slot_lsn FROM creek.slot_losses ORDER BY lost_at DESC LIMIT 1", true, 1);

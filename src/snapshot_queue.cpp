@@ -67,39 +67,59 @@ static CreekSnapshot *free_entry()
     return best;
 }
 
+// What an entry is claimed with.
+struct Claim {
+    CreekSnapState state;
+    Oid dboid, relid;
+    const char *schemaname, *relname, *subject, *origin, *reply;
+    TimestampTz requested_at, finished_at;
+    const char *error;
+};
+
+// Fills a free (or the oldest ended) entry; false when every entry is busy.
+static bool claim_entry(const Claim &c)
+{
+    SpinLockAcquire(&creek_shared->mutex);   // serializes claims
+    CreekSnapshot *s = free_entry();
+    if (s != nullptr) {
+        SpinLockAcquire(&s->mutex);
+        s->state = c.state;
+        s->generation++;
+        s->dboid = c.dboid;
+        s->relid = c.relid;
+        s->reserved_by = MyProcPid;
+        s->pid = 0;
+        s->cancel_requested = false;
+        strlcpy(s->origin, c.origin, sizeof s->origin);
+        namestrcpy(&s->schemaname, c.schemaname);
+        namestrcpy(&s->relname, c.relname);
+        strlcpy(s->subject, c.subject, sizeof s->subject);
+        strlcpy(s->reply, c.reply ? c.reply : "", sizeof s->reply);
+        s->rows_sent = 0;
+        s->approx_rows = -1;
+        s->requested_at = c.requested_at;
+        s->started_at = 0;
+        s->finished_at = c.finished_at;
+        strlcpy(s->error, c.error ? c.error : "", sizeof s->error);
+        SpinLockRelease(&s->mutex);
+    }
+    SpinLockRelease(&creek_shared->mutex);
+    return s != nullptr;
+}
+
 static bool claim(Oid dboid, Oid relid, const char *schemaname, const char *relname,
                   const char *subject_prefix, const char *origin, const char *reply,
                   CreekSnapState state, char *subject_out, size_t subject_len)
 {
     char suffix[64];
     subject_suffix(suffix, sizeof suffix);
-    SpinLockAcquire(&creek_shared->mutex);   // serializes claims
-    CreekSnapshot *best = free_entry();
-    if (best != nullptr) {
-        SpinLockAcquire(&best->mutex);
-        best->state = state;
-        best->generation++;
-        best->dboid = dboid;
-        best->relid = relid;
-        best->reserved_by = MyProcPid;
-        best->pid = 0;
-        best->cancel_requested = false;
-        strlcpy(best->origin, origin, sizeof best->origin);
-        namestrcpy(&best->schemaname, schemaname);
-        namestrcpy(&best->relname, relname);
-        snprintf(best->subject, sizeof best->subject, "%s.%s", subject_prefix, suffix);
-        strlcpy(best->reply, reply ? reply : "", sizeof best->reply);
-        best->rows_sent = 0;
-        best->approx_rows = -1;
-        best->requested_at = GetCurrentTimestamp();
-        best->started_at = 0;
-        best->finished_at = 0;
-        best->error[0] = '\0';
-        strlcpy(subject_out, best->subject, subject_len);
-        SpinLockRelease(&best->mutex);
-    }
-    SpinLockRelease(&creek_shared->mutex);
-    return best != nullptr;
+    char subject[CREEK_SUBJECT_LEN];
+    snprintf(subject, sizeof subject, "%s.%s", subject_prefix, suffix);
+    if (!claim_entry({state, dboid, relid, schemaname, relname, subject, origin, reply, GetCurrentTimestamp(), 0,
+                      nullptr}))
+        return false;
+    strlcpy(subject_out, subject, subject_len);
+    return true;
 }
 
 // Reservations this backend made in its current transaction (so that other
@@ -167,31 +187,8 @@ void creek_snapshot_record_failed(Oid dboid, Oid relid, const char *schemaname, 
                                   const char *subject, const char *origin, TimestampTz requested_at,
                                   const char *error)
 {
-    SpinLockAcquire(&creek_shared->mutex);
-    CreekSnapshot *s = free_entry();
-    if (s != nullptr) {
-        SpinLockAcquire(&s->mutex);
-        s->state = SNAP_FAILED;
-        s->generation++;
-        s->dboid = dboid;
-        s->relid = relid;
-        s->reserved_by = 0;
-        s->pid = 0;
-        s->cancel_requested = false;
-        strlcpy(s->origin, origin, sizeof s->origin);
-        namestrcpy(&s->schemaname, schemaname);
-        namestrcpy(&s->relname, relname);
-        strlcpy(s->subject, subject, sizeof s->subject);
-        s->reply[0] = '\0';
-        s->rows_sent = 0;
-        s->approx_rows = -1;
-        s->requested_at = requested_at;
-        s->started_at = 0;
-        s->finished_at = GetCurrentTimestamp();
-        strlcpy(s->error, error, sizeof s->error);
-        SpinLockRelease(&s->mutex);
-    }
-    SpinLockRelease(&creek_shared->mutex);
+    (void) claim_entry({SNAP_FAILED, dboid, relid, schemaname, relname, subject, origin, nullptr, requested_at,
+                        GetCurrentTimestamp(), error});
 }
 
 bool creek_snapshot_cancel(const char *subject)
@@ -206,6 +203,7 @@ bool creek_snapshot_cancel(const char *subject)
                 s->state = SNAP_FAILED;
                 s->finished_at = GetCurrentTimestamp();
                 strlcpy(s->error, "cancelled by creek.cancel_snapshot() before it started", sizeof s->error);
+                pg_atomic_fetch_add_u32(&creek_shared->snapshots_failed, 1);
                 found = true;
             } else if (s->state == SNAP_STARTING || s->state == SNAP_RUNNING) {
                 s->cancel_requested = true;
@@ -227,6 +225,7 @@ void creek_snapshot_fail(CreekSnapshot *s, const char *error)
         s->state = SNAP_FAILED;
         s->finished_at = GetCurrentTimestamp();
         strlcpy(s->error, error, sizeof s->error);
+        pg_atomic_fetch_add_u32(&creek_shared->snapshots_failed, 1);
     }
     SpinLockRelease(&s->mutex);
     wake_launcher();

@@ -9,12 +9,12 @@
 #include "slot_recovery.hpp"
 #include "snapshot_queue.hpp"
 
-static TimestampTz last_sweep = 0;
+static bool swept = false;
+static uint32 failures_seen = 0;   // creek_shared->snapshots_failed at the last sweep
 
 static Oid requests_table()
 {
-    Oid nsp = get_namespace_oid("creek", true);
-    return OidIsValid(nsp) ? get_relname_relid("snapshot_requests", nsp) : InvalidOid;
+    return creek_own_table("snapshot_requests");
 }
 
 void creek_snapshot_request_keep(const char *subject, Oid relid, const char *origin)
@@ -43,31 +43,28 @@ void creek_snapshot_request_done(const char *subject)
     CommitTransactionCommand();
 }
 
-void creek_snapshot_request_pending(Oid relid)
+static void run_for(const char *sql, Oid relid)
 {
     if (!OidIsValid(requests_table()))
         return;
     Oid types[1] = {OIDOID};
     Datum values[1] = {ObjectIdGetDatum(relid)};
-    creek_execute_as_owner("snapshot_requests",
-                           "INSERT INTO creek.snapshot_requests (relid, origin) VALUES ($1, 'slot')", 1, types,
-                           values);
+    creek_execute_as_owner("snapshot_requests", sql, 1, types, values);
+}
+
+void creek_snapshot_request_pending(Oid relid)
+{
+    run_for("INSERT INTO creek.snapshot_requests (relid, origin) VALUES ($1, 'slot')", relid);
 }
 
 void creek_snapshot_request_no_longer_pending(Oid relid)
 {
-    if (!OidIsValid(requests_table()))
-        return;
-    Oid types[1] = {OIDOID};
-    Datum values[1] = {ObjectIdGetDatum(relid)};
-    creek_execute_as_owner("snapshot_requests",
-                           "DELETE FROM creek.snapshot_requests WHERE relid = $1 AND subject IS NULL", 1, types,
-                           values);
+    run_for("DELETE FROM creek.snapshot_requests WHERE relid = $1 AND subject IS NULL", relid);
 }
 
 bool creek_snapshot_requests_due()
 {
-    return TimestampDifferenceExceeds(last_sweep, GetCurrentTimestamp(), 10000);
+    return !swept || pg_atomic_read_u32(&creek_shared->snapshots_failed) != failures_seen;
 }
 
 // A request whose snapshot shared memory does not know, made before shared
@@ -111,8 +108,9 @@ static void load_pending()
 
 void creek_snapshot_requests_sweep()
 {
-    bool first = last_sweep == 0;
-    last_sweep = GetCurrentTimestamp();
+    bool first = !swept;
+    swept = true;
+    failures_seen = pg_atomic_read_u32(&creek_shared->snapshots_failed);
     if (!OidIsValid(requests_table()))
         return;
     if (first)

@@ -23,7 +23,9 @@ void creek_snapshot_request_no_longer_pending(Oid relid);
 // deletes its row, so that a restart right after cannot show it failed.
 void creek_snapshot_request_done(const char *subject);
 
-// Streaming worker: the first time after it started, then every 10 seconds.
+// Streaming worker: once after it started (the side transaction
+// invalidates the decoder's caches, so not periodically), then whenever a
+// snapshot failed since (a finished one deletes its own row).
 bool creek_snapshot_requests_due();
 // Inside the worker's transaction, SPI connected: deletes the rows of
 // snapshots that ended, and handles those a restart interrupted.

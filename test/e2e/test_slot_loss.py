@@ -135,7 +135,7 @@ def test_restart_before_the_snapshots_finish_takes_them_again(pg, nats):
     assert not set(recovery_snapshots(db).values()) & set(old.values())
     # the view still shows the loss (kept in creek.slot_losses)
     assert db.query("SELECT slot_lost_at, slot_lost_lsn FROM creek.pg_stat_creek") == lost
-    # what ended leaves creek.snapshot_requests (the worker looks every 10 s)
+    # what ended leaves creek.snapshot_requests (a finished snapshot deletes its row)
     wait_until(lambda: db.scalar("SELECT count(*) FROM creek.snapshot_requests") == "0", 30, 0.5,
                "creek.snapshot_requests emptied")
 

@@ -391,6 +391,12 @@ def test_snapshots_interrupted_by_a_restart_are_shown_failed():
         assert snapshot_state(db, c)[0] == "finished"
         wait_until(lambda: db.scalar("SELECT count(*) FROM creek.snapshot_requests") == "0", 30, 0.5,
                    "creek.snapshot_requests emptied")
+        # a cancelled one fails, and its row goes too
+        e = db.scalar("SELECT creek.snapshot('big')")
+        assert db.scalar("SELECT creek.cancel_snapshot('%s')" % e) == "t"
+        assert snapshot_state(db, e)[0] == "failed"
+        wait_until(lambda: db.scalar("SELECT count(*) FROM creek.snapshot_requests") == "0", 30, 0.5,
+                   "the cancelled snapshot's request gone")
         # a read-only transaction may still request one (it is not kept)
         db.sql("CREATE TABLE tiny (id int PRIMARY KEY); INSERT INTO tiny VALUES (1)")
         d = db.query("BEGIN READ ONLY; SELECT creek.snapshot('tiny'); COMMIT")[0][0]
